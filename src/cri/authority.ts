@@ -1,0 +1,249 @@
+/**
+ * Makes skiff's socket answer gRPC clients that send an invalid HTTP/2 `:authority`.
+ *
+ * Older grpc-go clients (crictl and critest up to at least v1.26, kubelets before 1.26) dial a unix socket
+ * with the socket *path* as `:authority` ("/run/skiff/skiff.sock"). RFC 9113 §8.3.1 says it is the URI
+ * authority, where "/" has no place, and Node's nghttp2 enforces that: it resets every such stream with
+ * PROTOCOL_ERROR, and Node offers no switch (nghttp2's no_http_messaging is not exposed). containerd and
+ * CRI-O (Go servers) accept it, so kubelet operators' tools do too; skiff must as well.
+ *
+ * The fix sits between the socket and grpc-js: this transform reads the client→server byte stream frame
+ * by frame (RFC 9113 §4.1). The first header block of a connection is decoded (HPACK, RFC 7541); if its
+ * `:authority` is valid, the connection switches to plain pass-through at once and nothing else is parsed
+ * (modern clients send "localhost"). Otherwise every header block of that connection is decoded and
+ * re-encoded with `:authority: localhost`. Re-encoding uses only "literal header field without indexing"
+ * representations (RFC 7541 §6.2.2), so the server's HPACK decoder table stays empty and consistent, while
+ * our decoder tracks the client's dynamic table. Server→client bytes are never touched.
+ */
+import hpack from 'hpack.js';
+import { Transform, type TransformCallback } from 'node:stream';
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+const FRAME_HEADER_BYTES = 9;
+const TYPE_HEADERS = 0x1;
+const TYPE_CONTINUATION = 0x9;
+const FLAG_END_STREAM = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+/** SETTINGS_MAX_FRAME_SIZE's initial value (RFC 9113 §6.5.2); Node's server keeps it. */
+const MAX_FRAME_PAYLOAD = 16_384;
+/** SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 §6.5.2); Node's server keeps it. */
+const HEADER_TABLE_SIZE = 4096;
+/** A header block larger than this is not a CRI request: hand it to nghttp2 unparsed. */
+const MAX_BLOCK_BYTES = 1024 * 1024;
+
+/** RFC 3986 §3.2 authority characters, as nghttp2_check_authority accepts them. */
+const AUTHORITY_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]+$/;
+
+export function isValidAuthority(value: string): boolean {
+  return AUTHORITY_CHARS.test(value);
+}
+
+interface PendingBlock {
+  raw: Buffer[];
+  fragments: Buffer[];
+  flags: number;
+  streamId: number;
+  priority: Buffer | undefined;
+  size: number;
+}
+
+type Mode = 'preface' | 'undecided' | 'rewrite' | 'passthrough';
+
+export class AuthorityFixer extends Transform {
+  private mode: Mode = 'preface';
+  private buffered: Buffer = Buffer.alloc(0);
+  private pending: PendingBlock | undefined;
+  private readonly decoder = hpack.decompressor.create({ table: { maxSize: HEADER_TABLE_SIZE } });
+
+  /** True once the connection needed (and got) its authority rewritten: for logs and tests. */
+  get rewriting(): boolean {
+    return this.mode === 'rewrite';
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.mode === 'passthrough') {
+      done(null, chunk);
+      return;
+    }
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    try {
+      this.consume();
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.buffered.length > 0) this.push(this.buffered);
+    done();
+  }
+
+  private consume(): void {
+    if (this.mode === 'preface') {
+      if (this.buffered.length < PREFACE.length) return;
+      if (!this.buffered.subarray(0, PREFACE.length).equals(PREFACE)) {
+        // Not HTTP/2 prior knowledge: let nghttp2 refuse it in its own words.
+        this.passThroughRest();
+        return;
+      }
+      this.push(this.buffered.subarray(0, PREFACE.length));
+      this.buffered = this.buffered.subarray(PREFACE.length);
+      this.mode = 'undecided';
+    }
+    while (this.mode !== 'passthrough' && this.buffered.length >= FRAME_HEADER_BYTES) {
+      const length = this.buffered.readUIntBE(0, 3);
+      const total = FRAME_HEADER_BYTES + length;
+      if (this.buffered.length < total) return;
+      const frame = this.buffered.subarray(0, total);
+      this.buffered = this.buffered.subarray(total);
+      this.onFrame(frame);
+    }
+  }
+
+  private passThroughRest(): void {
+    this.mode = 'passthrough';
+    if (this.pending) for (const raw of this.pending.raw) this.push(raw);
+    this.pending = undefined;
+    if (this.buffered.length > 0) this.push(this.buffered);
+    this.buffered = Buffer.alloc(0);
+  }
+
+  private onFrame(frame: Buffer): void {
+    const type = frame[3] ?? 0;
+    const flags = frame[4] ?? 0;
+    const streamId = frame.readUInt32BE(5) & 0x7fffffff;
+    let payload = frame.subarray(FRAME_HEADER_BYTES);
+
+    if (type === TYPE_HEADERS && !this.pending) {
+      let priority: Buffer | undefined;
+      if (flags & FLAG_PADDED) {
+        const pad = payload[0] ?? 0;
+        payload = payload.subarray(1, Math.max(1, payload.length - pad));
+      }
+      if (flags & FLAG_PRIORITY) {
+        priority = Buffer.from(payload.subarray(0, 5));
+        payload = payload.subarray(5);
+      }
+      this.pending = { raw: [frame], fragments: [payload], flags, streamId, priority, size: payload.length };
+    } else if (type === TYPE_CONTINUATION && this.pending?.streamId === streamId) {
+      this.pending.raw.push(frame);
+      this.pending.fragments.push(payload);
+      this.pending.size += payload.length;
+    } else {
+      // Any other frame (or a malformed sequence, which nghttp2 will reject itself) goes through as is.
+      if (this.pending) {
+        this.passThroughRest();
+        this.push(frame);
+        return;
+      }
+      this.push(frame);
+      return;
+    }
+
+    const block = this.pending;
+    if (block.size > MAX_BLOCK_BYTES) {
+      this.passThroughRest();
+      return;
+    }
+    if (!(flags & FLAG_END_HEADERS)) return;
+    this.pending = undefined;
+    this.onHeaderBlock(block);
+  }
+
+  private onHeaderBlock(block: PendingBlock): void {
+    let headers: { name: string; value: string }[];
+    try {
+      headers = this.decode(Buffer.concat(block.fragments));
+    } catch {
+      // Undecodable: nghttp2 will answer with COMPRESSION_ERROR; we stop interfering.
+      this.pending = block;
+      this.passThroughRest();
+      return;
+    }
+    if (this.mode === 'undecided') {
+      const authority = headers.find((h) => h.name === ':authority')?.value;
+      if (authority === undefined || isValidAuthority(authority)) {
+        for (const raw of block.raw) this.push(raw);
+        this.passThroughRest();
+        return;
+      }
+      this.mode = 'rewrite';
+    }
+    const fixed = headers.map((h) =>
+      (h.name === ':authority' || h.name === 'host') && !isValidAuthority(h.value)
+        ? { name: h.name, value: 'localhost' }
+        : h,
+    );
+    for (const frame of encodeBlock(fixed, block)) this.push(frame);
+  }
+
+  private decode(block: Buffer): { name: string; value: string }[] {
+    let failure: Error | undefined;
+    this.decoder.write(block);
+    this.decoder.execute((err) => {
+      if (err) failure = err;
+    });
+    const out: { name: string; value: string }[] = [];
+    for (let h = this.decoder.read(); h !== null; h = this.decoder.read()) out.push(h);
+    if (failure) throw failure;
+    return out;
+  }
+}
+
+/** RFC 7541 §5.1 integer with an N-bit prefix. */
+function encodeInt(value: number, prefixBits: number, firstByteFlags: number): number[] {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) return [firstByteFlags | value];
+  const out = [firstByteFlags | max];
+  let rest = value - max;
+  while (rest >= 128) {
+    out.push((rest % 128) + 128);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+  return out;
+}
+
+/** RFC 7541 §5.2 string literal, raw (H = 0). hpack.js decodes octets to latin1 strings; we undo that. */
+function encodeString(s: string): Buffer {
+  const bytes = Buffer.from(s, 'latin1');
+  return Buffer.concat([Buffer.from(encodeInt(bytes.length, 7, 0)), bytes]);
+}
+
+/** Re-encodes a header block as HEADERS + CONTINUATION frames (RFC 9113 §6.2, §6.10). */
+function encodeBlock(headers: { name: string; value: string }[], block: PendingBlock): Buffer[] {
+  const parts: Buffer[] = [];
+  for (const h of headers) {
+    // §6.2.2 literal header field without indexing, new name: 0000 0000, name string, value string.
+    parts.push(Buffer.from([0]), encodeString(h.name), encodeString(h.value));
+  }
+  let fragment = Buffer.concat(parts);
+  const frames: Buffer[] = [];
+  let first = true;
+  do {
+    const room = first && block.priority ? MAX_FRAME_PAYLOAD - 5 : MAX_FRAME_PAYLOAD;
+    const piece = fragment.subarray(0, room);
+    fragment = fragment.subarray(piece.length);
+    const last = fragment.length === 0;
+    let flags = last ? FLAG_END_HEADERS : 0;
+    let payload = piece;
+    if (first) {
+      flags |= block.flags & FLAG_END_STREAM;
+      if (block.priority) {
+        flags |= FLAG_PRIORITY;
+        payload = Buffer.concat([block.priority, piece]);
+      }
+    }
+    const header = Buffer.alloc(FRAME_HEADER_BYTES);
+    header.writeUIntBE(payload.length, 0, 3);
+    header[3] = first ? TYPE_HEADERS : TYPE_CONTINUATION;
+    header[4] = flags;
+    header.writeUInt32BE(block.streamId, 5);
+    frames.push(header, payload);
+    first = false;
+  } while (fragment.length > 0);
+  return frames;
+}

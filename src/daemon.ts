@@ -1,0 +1,84 @@
+/**
+ * Composition root: the only place that builds services from Config. It prepares the directories,
+ * probes the runtime handlers, wires the CRI adapters to the services and serves; `stop` drains and closes.
+ */
+import { mkdir } from 'node:fs/promises';
+import { type Config, configToJSON } from './config/index.js';
+import { CriServer } from './cri/server.js';
+import { imageService } from './cri/image-service.js';
+import { runtimeService } from './cri/runtime-service.js';
+import type { Logger } from './log.js';
+import { NodeStatus } from './node-status.js';
+import { probeRuntimeHandler } from './oci/handlers.js';
+
+export interface DaemonOptions {
+  config: Config;
+  /** Where the config came from (a file path, or "built-in defaults"), for the start-up log line. */
+  configSource: string;
+  log: Logger;
+}
+
+export class Daemon {
+  private constructor(
+    private readonly server: CriServer,
+    private readonly log: Logger,
+  ) {}
+
+  get socketPath(): string {
+    return this.server.socketPath;
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const { config, log } = options;
+    await mkdir(config.root, { recursive: true, mode: 0o711 });
+    await mkdir(config.state, { recursive: true, mode: 0o711 });
+
+    const handlers = await Promise.all(
+      Object.entries(config.runtimes).map(([name, h]) =>
+        probeRuntimeHandler({ name, binaryPath: h.binary_path || name, extraArgs: h.extra_args }, log),
+      ),
+    );
+    for (const h of handlers) {
+      if (!h.resolvedPath)
+        log.warn('runtime handler binary not found', { handler: h.name, binary: h.binaryPath });
+    }
+    const nodeStatus = new NodeStatus({
+      defaultHandler: config.runtime.default_runtime_handler,
+      handlers,
+      network: () => ({
+        status: false,
+        reason: 'NetworkPluginNotReady',
+        message:
+          'pod networking (CNI) is not built into this skiff version yet: only hostNetwork pods could run',
+      }),
+    });
+
+    const server = new CriServer({
+      socketPath: config.grpc.address,
+      log,
+      maxReceiveMessageLength: config.grpc.max_recv_message_size,
+      maxSendMessageLength: config.grpc.max_send_message_size,
+      runtime: runtimeService({
+        nodeStatus,
+        cgroupDriver: config.cgroup_driver,
+        effectiveConfig: () => configToJSON(config),
+      }),
+      image: imageService(),
+    });
+    await server.start();
+    log.info('skiff started', {
+      config: options.configSource,
+      root: config.root,
+      state: config.state,
+      defaultRuntimeHandler: config.runtime.default_runtime_handler,
+    });
+    return new Daemon(server, log);
+  }
+
+  /** Stops serving: in-flight calls get up to `graceMs`; containers keep running under conmon. */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.log.info('skiff stopping');
+    await this.server.stop(graceMs);
+    this.log.info('skiff stopped');
+  }
+}

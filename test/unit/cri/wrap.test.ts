@@ -1,0 +1,172 @@
+import { status } from '@grpc/grpc-js';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { CriServer, type ImageHandlers, type RuntimeHandlers } from '../../../src/cri/server.js';
+import { SkiffError } from '../../../src/errdefs.js';
+import { Logger } from '../../../src/log.js';
+import { connectCri, isServiceError } from '../../fixtures/cri-client.js';
+
+/** An in-process CRI server on a temp socket with stub handlers: the only fakes the design allows. */
+async function serve(runtime: RuntimeHandlers, image: ImageHandlers = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'skiff-wrap-'));
+  const lines: string[] = [];
+  const log = new Logger({ level: 'debug', format: 'json', sink: { write: (l) => void lines.push(l) } });
+  const socketPath = join(dir, 'nested', 'cri.sock');
+  const server = new CriServer({ socketPath, log, runtime, image });
+  await server.start();
+  const cri = connectCri(socketPath);
+  onTestFinished(async () => {
+    cri.close();
+    await server.stop(1000);
+    await rm(dir, { recursive: true, force: true });
+  });
+  const logs = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { server, cri, socketPath, logs };
+}
+
+async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  try {
+    await p;
+  } catch (err) {
+    if (isServiceError(err)) return { code: err.code, details: err.details };
+    throw err;
+  }
+  throw new Error('expected the call to fail');
+}
+
+const version = async () => ({
+  version: '0.1.0',
+  runtimeName: 'stub',
+  runtimeVersion: '1',
+  runtimeApiVersion: 'v1',
+});
+
+describe('the CRI wrapper', () => {
+  it('creates the socket parent dirs and makes the socket mode 0660', async () => {
+    const { socketPath } = await serve({ version });
+    const st = await stat(socketPath);
+    expect(st.isSocket()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o660);
+  });
+
+  it('answers an RPC without a handler with UNIMPLEMENTED naming it, and keeps serving', async () => {
+    const { cri } = await serve({ version });
+    const f = await failure(cri.runtime.listPodSandbox({ filter: undefined }));
+    expect(f.code).toBe(status.UNIMPLEMENTED);
+    expect(f.details).toContain('ListPodSandbox');
+    const s = await failure(cri.image.listImages({ filter: undefined }));
+    expect(s.code).toBe(status.UNIMPLEMENTED);
+    expect(s.details).toContain('ListImages');
+    const stream = await failure(cri.runtime.streamPodSandboxes({ filter: undefined }));
+    expect(stream.code).toBe(status.UNIMPLEMENTED);
+    expect(stream.details).toContain('StreamPodSandboxes');
+    expect((await cri.runtime.version({ version: '' })).runtimeName).toBe('stub');
+  });
+
+  it('serves clients that send the socket path as :authority, as crictl/critest 1.26 (grpc-go) do', async () => {
+    const { socketPath } = await serve({ version });
+    // Without AuthorityFixer, Node's nghttp2 resets these streams with PROTOCOL_ERROR.
+    const old = connectCri(socketPath, { authority: socketPath });
+    onTestFinished(() => {
+      old.close();
+    });
+    for (let i = 0; i < 3; i++) expect((await old.runtime.version({ version: '' })).runtimeName).toBe('stub');
+    const f = await failure(old.runtime.listContainers({ filter: undefined }));
+    expect(f.code).toBe(status.UNIMPLEMENTED);
+  });
+
+  it('maps a SkiffError kind to its gRPC code with the message unchanged', async () => {
+    const { cri } = await serve({
+      version,
+      podSandboxStatus: async (req) => {
+        throw new SkiffError('not-found', `pod sandbox "${req.podSandboxId}" not found`);
+      },
+    });
+    const f = await failure(cri.runtime.podSandboxStatus({ podSandboxId: 'abc', verbose: false }));
+    expect(f).toEqual({ code: status.NOT_FOUND, details: 'pod sandbox "abc" not found' });
+  });
+
+  it('answers INTERNAL for a handler bug (a thrown TypeError), logs its stack once, and keeps serving', async () => {
+    const { cri, logs } = await serve({
+      version,
+      status: async () => {
+        const o = undefined as unknown as { x: number };
+        return Promise.resolve({ x: o.x } as never);
+      },
+    });
+    const f = await failure(cri.runtime.status({ verbose: false }));
+    expect(f.code).toBe(status.INTERNAL);
+    expect(f.details).toMatch(/^internal error: /);
+    const bug = logs().filter((l) => l.msg === 'rpc failed with a bug');
+    expect(bug).toHaveLength(1);
+    expect(bug[0]).toMatchObject({ level: 'error', rpc: 'Status', code: 'INTERNAL' });
+    expect(String(bug[0]?.stack)).toContain('TypeError');
+    expect((await cri.runtime.version({ version: '' })).runtimeApiVersion).toBe('v1');
+  });
+
+  it('logs every RPC at debug with method, duration and status code; failures at warn with the message', async () => {
+    const { cri, logs } = await serve({
+      version,
+      removeContainer: async () => {
+        throw new SkiffError('failed-precondition', 'remove container "x": it is busy');
+      },
+    });
+    await cri.runtime.version({ version: '' });
+    await failure(cri.runtime.removeContainer({ containerId: 'x' }));
+    const done = logs().find((l) => l.msg === 'rpc done');
+    expect(done).toMatchObject({ level: 'debug', rpc: 'Version', code: 'OK' });
+    expect(typeof done?.durationMs).toBe('number');
+    const failed = logs().find((l) => l.msg === 'rpc failed');
+    expect(failed).toMatchObject({
+      level: 'warn',
+      rpc: 'RemoveContainer',
+      code: 'FAILED_PRECONDITION',
+      error: 'remove container "x": it is busy',
+    });
+  });
+
+  it('streams server-streaming responses through the same wrapper', async () => {
+    const { cri } = await serve({
+      version,
+      streamPodSandboxes: async (_req, _ctx, send) => {
+        for (let i = 0; i < 3; i++) await send({ podSandboxes: [] });
+      },
+    });
+    expect(await cri.runtime.streamPodSandboxes({ filter: undefined })).toHaveLength(3);
+  });
+
+  it('on stop, lets an in-flight call finish, refuses new ones, and removes the socket', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const started = new Promise<void>((r) => (entered = r));
+    const { server, cri, socketPath } = await serve({
+      version,
+      status: async () => {
+        entered();
+        await gate;
+        return { status: { conditions: [] }, info: {}, runtimeHandlers: [], features: undefined };
+      },
+    });
+    const inFlight = cri.runtime.status({ verbose: false });
+    await started;
+    const stopping = server.stop(5000);
+    // The server has stopped accepting: a new call on the same channel is refused as UNAVAILABLE.
+    const refused = await failure(cri.runtime.version({ version: '' }));
+    expect(refused.code).toBe(status.UNAVAILABLE);
+    release();
+    expect((await inFlight).status?.conditions).toEqual([]);
+    await stopping;
+    await expect(stat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses to start on a socket that a live server answers on, naming the path', async () => {
+    const { socketPath } = await serve({ version });
+    const log = new Logger({ level: 'error', format: 'json', sink: { write: () => undefined } });
+    const second = new CriServer({ socketPath, log, runtime: {}, image: {} });
+    await expect(second.start()).rejects.toThrow(/another daemon is serving on this socket/);
+    await expect(second.start()).rejects.toThrow(socketPath);
+  });
+});
