@@ -1,0 +1,52 @@
+/**
+ * Atomic file replacement (design guide, "On disk": a temp file in the same directory, fsync, rename,
+ * fsync the directory). A reader, or the next start after a crash, sees the old contents or the new ones,
+ * never a mix: rename(2) within one filesystem replaces the name atomically, the file's fsync makes the new
+ * bytes durable before the name can point at them, and the directory's fsync makes the rename itself durable.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** The marker in temp-file names, so start-up cleanups can recognise leftovers of a crash mid-write. */
+export const ATOMIC_TEMP_MARKER = '.tmp-';
+
+/**
+ * Replaces `path` with `data` atomically and durably. `mode` applies to a newly written file (default
+ * 0o644); the temp file is created exclusively, so a stale temp never gets reused.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  const dir = dirname(path);
+  const temp = join(dir, `.${basename(path)}${ATOMIC_TEMP_MARKER}${randomBytes(6).toString('hex')}`);
+  const fh = await open(temp, 'wx', mode);
+  try {
+    try {
+      await fh.writeFile(data);
+      // writeFile's mode is filtered by the umask at creation; set it exactly.
+      await fh.chmod(mode);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+/** Makes the directory entries of `dir` (creations, renames, unlinks) durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** True for names `writeFileAtomic` uses for its temp files (for start-up cleanup of a crash's leftovers). */
+export function isAtomicTemp(name: string): boolean {
+  return name.startsWith('.') && name.includes(ATOMIC_TEMP_MARKER);
+}
