@@ -10,7 +10,10 @@ packages=(
   containernetworking-plugins   # CNI plugins (bridge, host-local, portmap, loopback) in /usr/lib/cni
   catatonit                     # tiny init for pods that share a PID namespace without a pause image
   iproute2 iptables             # netns and port mappings
+  attr                          # setfattr: xattrs and overlay opaque dirs when unpacking layers
+  zstd                          # tests: zstd-compressed layers
   docker-registry skopeo        # tests: a loopback OCI registry and the tool that pushes images to it
+  apache2-utils                 # tests: htpasswd, for a registry that wants credentials
   busybox-static                # tests: the userland of the test images
   protobuf-compiler             # protoc: regenerates src/cri/gen from proto/ (drift check in npm test)
   jq

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 bash scripts/host-setup.sh
+# zstd-napi: build from source with node-gyp; never try a prebuilt download from a non-npm host.
+export npm_config_build_from_source=true
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 chmod +x dist/src/main.js
