@@ -3,13 +3,21 @@
  * probes the runtime handlers, wires the CRI adapters to the services and serves; `stop` drains and closes.
  */
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type Config, configToJSON } from './config/index.js';
 import { CriServer } from './cri/server.js';
 import { imageService } from './cri/image-service.js';
 import { runtimeService } from './cri/runtime-service.js';
+import { ContentStore } from './image/content/store.js';
+import { ImageStore } from './image/image-store.js';
+import type { RegistryHostOptions } from './image/registry/hosts.js';
+import { RegistryClient } from './image/registry/client.js';
+import { ImageService } from './image/service.js';
 import type { Logger } from './log.js';
 import { NodeStatus } from './node-status.js';
 import { probeRuntimeHandler } from './oci/handlers.js';
+import { SnapshotStore } from './snapshot/snapshots.js';
+import { SKIFF_VERSION } from './version.js';
 
 export interface DaemonOptions {
   config: Config;
@@ -22,6 +30,7 @@ export class Daemon {
   private constructor(
     private readonly server: CriServer,
     private readonly log: Logger,
+    private readonly registry: RegistryClient,
   ) {}
 
   get socketPath(): string {
@@ -53,6 +62,28 @@ export class Daemon {
       }),
     });
 
+    const registry = new RegistryClient({
+      hosts: (host) => registryHost(config, host),
+      log: log.child({ area: 'registry' }),
+      userAgent: `skiff/${SKIFF_VERSION}`,
+    });
+    const images = new ImageService({
+      root: config.root,
+      log: log.child({ area: 'image' }),
+      registry,
+      content: new ContentStore({ root: join(config.root, 'content'), log }),
+      snapshots: new SnapshotStore({ root: join(config.root, 'snapshots'), log }),
+      images: new ImageStore({ root: config.root, log }),
+      maxConcurrentDownloads: config.images.max_concurrent_downloads,
+      progressTimeoutMs: config.images.progress_timeout,
+      minBytesPerSecond: config.images.progress_min_bytes_per_second,
+      pinned: [
+        ...config.images.pinned_images,
+        ...(config.images.sandbox_image ? [config.images.sandbox_image] : []),
+      ],
+    });
+    await images.start();
+
     const server = new CriServer({
       socketPath: config.grpc.address,
       log,
@@ -62,8 +93,9 @@ export class Daemon {
         nodeStatus,
         cgroupDriver: config.cgroup_driver,
         effectiveConfig: () => configToJSON(config),
+        pullsInFlight: () => images.inFlight(),
       }),
-      image: imageService(),
+      image: imageService(images),
     });
     await server.start();
     log.info('skiff started', {
@@ -72,13 +104,31 @@ export class Daemon {
       state: config.state,
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
     });
-    return new Daemon(server, log);
+    return new Daemon(server, log, registry);
   }
 
   /** Stops serving: in-flight calls get up to `graceMs`; containers keep running under conmon. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info('skiff stopping');
     await this.server.stop(graceMs);
+    await this.registry.close();
     this.log.info('skiff stopped');
   }
+}
+
+/** The `[registries."host"]` table for a host, in the registry client's terms. */
+function registryHost(config: Config, host: string): RegistryHostOptions | undefined {
+  const r = config.registries[host];
+  if (!r) return undefined;
+  return {
+    mirrors: r.mirrors,
+    insecure: r.insecure,
+    caFile: r.ca_file,
+    skipVerify: r.skip_verify,
+    username: r.username,
+    password: r.password,
+    auth: r.auth,
+    identityToken: r.identity_token,
+    fallbackToUpstream: r.fallback_to_upstream,
+  };
 }

@@ -91,6 +91,7 @@ export interface Config {
     /** Milliseconds. */
     progress_timeout: number;
     progress_min_bytes_per_second: number;
+    pinned_images: string[];
   };
   registries: Record<string, RegistryConfig>;
 }
@@ -340,6 +341,12 @@ export const configRows: readonly Row[] = [
     int({ min: 0 }),
     1024,
     'Download rate, in bytes per second, below which a pull counts as making no progress.',
+  ),
+  key(
+    'images.pinned_images',
+    list(str({ nonEmpty: true })),
+    [],
+    "Image references reported as pinned (ImageStatus/ListImages pinned = true), so kubelet's image garbage collection never removes them. The sandbox image, when set, is always pinned.",
   ),
 
   mapOf<RegistryConfig>(

@@ -12,6 +12,8 @@ export interface RuntimeServiceDeps {
   cgroupDriver: 'systemd' | 'cgroupfs';
   /** The effective configuration as JSON-ready data (secrets redacted), for `crictl info`. */
   effectiveConfig: () => Record<string, unknown>;
+  /** Image pulls in flight, shown to operators in `crictl info`. */
+  pullsInFlight: () => unknown[];
 }
 
 export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
@@ -44,6 +46,7 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
         info.config = JSON.stringify(deps.effectiveConfig());
         info.version = JSON.stringify({ name: RUNTIME_NAME, version: SKIFF_VERSION });
         info.runtimeHandlers = JSON.stringify(nodeStatus.handlers);
+        info.pulls = JSON.stringify(deps.pullsInFlight());
       }
       return {
         status: { conditions: nodeStatus.conditions() },

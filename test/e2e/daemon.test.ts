@@ -89,7 +89,7 @@ describe('skiff serve', () => {
       () => d.cri.runtime.listPodSandbox({ filter: undefined }),
       () => d.cri.runtime.runPodSandbox({ config: undefined, runtimeHandler: '' }),
       () => d.cri.runtime.getContainerEvents({}),
-      () => d.cri.image.pullImage({ image: undefined, auth: undefined, sandboxConfig: undefined }),
+      () => d.cri.runtime.execSync({ containerId: 'x', cmd: ['true'], timeout: 1n }),
     ]) {
       const err: unknown = await call().then(
         () => undefined,

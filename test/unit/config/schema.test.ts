@@ -62,6 +62,7 @@ const expectedDefaults: Config = {
     max_concurrent_downloads: 3,
     progress_timeout: 300_000,
     progress_min_bytes_per_second: 1024,
+    pinned_images: [],
   },
   registries: {},
 };
