@@ -14,7 +14,9 @@ import type { RegistryHostOptions } from './image/registry/hosts.js';
 import { RegistryClient } from './image/registry/client.js';
 import { ImageService } from './image/service.js';
 import type { Logger } from './log.js';
+import { NetworkManager } from './network/manager.js';
 import { NodeStatus } from './node-status.js';
+import { SandboxService } from './sandbox/service.js';
 import { probeRuntimeHandler } from './oci/handlers.js';
 import { SnapshotStore } from './snapshot/snapshots.js';
 import { SKIFF_VERSION } from './version.js';
@@ -51,15 +53,20 @@ export class Daemon {
       if (!h.resolvedPath)
         log.warn('runtime handler binary not found', { handler: h.name, binary: h.binaryPath });
     }
+    const network = new NetworkManager({
+      confDir: config.network.conf_dir,
+      binDirs: config.network.bin_dirs,
+      cacheDir: join(config.root, 'cni'),
+      defaultSubnet: config.network.default_subnet,
+      bridgeName: config.network.bridge_name,
+      enabled: config.network.enabled,
+      log: log.child({ area: 'network' }),
+    });
+    await network.init();
     const nodeStatus = new NodeStatus({
       defaultHandler: config.runtime.default_runtime_handler,
       handlers,
-      network: () => ({
-        status: false,
-        reason: 'NetworkPluginNotReady',
-        message:
-          'pod networking (CNI) is not built into this skiff version yet: only hostNetwork pods could run',
-      }),
+      network: () => network.status(),
     });
 
     const registry = new RegistryClient({
@@ -84,6 +91,18 @@ export class Daemon {
     });
     await images.start();
 
+    const sandboxes = new SandboxService({
+      root: config.root,
+      state: config.state,
+      log: log.child({ area: 'sandbox' }),
+      network,
+      runtimeHandlers: Object.keys(config.runtimes),
+      defaultRuntimeHandler: config.runtime.default_runtime_handler,
+      cgroupDriver: config.cgroup_driver,
+      shmSizeBytes: config.sandbox.shm_size,
+    });
+    await sandboxes.start();
+
     const server = new CriServer({
       socketPath: config.grpc.address,
       log,
@@ -94,6 +113,7 @@ export class Daemon {
         cgroupDriver: config.cgroup_driver,
         effectiveConfig: () => configToJSON(config),
         pullsInFlight: () => images.inFlight(),
+        sandboxes,
       }),
       image: imageService(images),
     });

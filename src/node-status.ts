@@ -15,7 +15,7 @@ export interface NodeStatusOptions {
   defaultHandler: string;
   handlers: readonly RuntimeHandlerInfo[];
   /** Whether a pod network can be set up, with the reason when it cannot. */
-  network: () => { status: boolean; reason: string; message: string };
+  network: () => Promise<{ status: boolean; reason: string; message: string }>;
 }
 
 export class NodeStatus {
@@ -29,8 +29,8 @@ export class NodeStatus {
     return this.options.defaultHandler;
   }
 
-  conditions(): Condition[] {
-    return [this.runtimeCondition(), { type: 'NetworkReady', ...this.options.network() }];
+  async conditions(): Promise<Condition[]> {
+    return [this.runtimeCondition(), { type: 'NetworkReady', ...(await this.options.network()) }];
   }
 
   private runtimeCondition(): Condition {

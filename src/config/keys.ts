@@ -73,6 +73,7 @@ export interface Config {
     conf_dir: string;
     bin_dirs: string[];
     default_subnet: string;
+    bridge_name: string;
     enabled: boolean;
   };
   stream: {
@@ -84,6 +85,9 @@ export interface Config {
     idle_timeout: number;
     /** Milliseconds. */
     token_ttl: number;
+  };
+  sandbox: {
+    shm_size: number;
   };
   images: {
     sandbox_image: string;
@@ -280,6 +284,16 @@ export const configRows: readonly Row[] = [
     'Subnet of the built-in bridge network, used when conf_dir has no configuration, so a node works without any CNI setup.',
   ),
   key(
+    'network.bridge_name',
+    matching(
+      /^[a-zA-Z0-9_.-]{1,15}$/,
+      'a Linux interface name (1 to 15 letters, digits, "_", "." or "-")',
+      'interface names',
+    ),
+    'skiff0',
+    'Bridge of the built-in default network (used when conf_dir has no config).',
+  ),
+  key(
     'network.enabled',
     bool(),
     true,
@@ -315,6 +329,14 @@ export const configRows: readonly Row[] = [
     duration({ min: 1 }),
     60 * 1000,
     'How long a URL returned by Exec, Attach or PortForward stays valid unused; kubelet uses it at once.',
+  ),
+
+  section('sandbox', 'Pod sandboxes.'),
+  key(
+    'sandbox.shm_size',
+    int({ min: 4096 }),
+    64 * 1024 * 1024,
+    "Size in bytes of each pod's /dev/shm (a tmpfs shared by the pod's containers), as Docker's and containerd's 64 MiB default.",
   ),
 
   section('images', 'Image pulls and storage.'),

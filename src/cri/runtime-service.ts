@@ -4,7 +4,9 @@
  */
 import { CRI_API_VERSION, RUNTIME_NAME, SKIFF_VERSION } from '../version.js';
 import type { NodeStatus } from '../node-status.js';
-import { CgroupDriver } from './gen/runtime/v1/api.js';
+import type { SandboxService } from '../sandbox/service.js';
+import { toPodSandbox, toPodSandboxStatus, toSandboxConfig } from './convert/sandbox.js';
+import { CgroupDriver, PodSandboxState } from './gen/runtime/v1/api.js';
 import type { RuntimeHandlers } from './server.js';
 
 export interface RuntimeServiceDeps {
@@ -14,7 +16,11 @@ export interface RuntimeServiceDeps {
   effectiveConfig: () => Record<string, unknown>;
   /** Image pulls in flight, shown to operators in `crictl info`. */
   pullsInFlight: () => unknown[];
+  sandboxes: SandboxService;
 }
+
+/** StreamPodSandboxes sends at most this many sandboxes per message. */
+const STREAM_CHUNK = 100;
 
 export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
   return {
@@ -49,11 +55,55 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
         info.pulls = JSON.stringify(deps.pullsInFlight());
       }
       return {
-        status: { conditions: nodeStatus.conditions() },
+        status: { conditions: await nodeStatus.conditions() },
         info,
         runtimeHandlers,
         features: { supplementalGroupsPolicy: false, userNamespacesHostNetwork: false },
       };
+    },
+
+    runPodSandbox: async (req, ctx) => ({
+      podSandboxId: await deps.sandboxes.run(toSandboxConfig(req.config, req.runtimeHandler), ctx.signal),
+    }),
+
+    stopPodSandbox: async (req) => {
+      await deps.sandboxes.stop(req.podSandboxId);
+      return {};
+    },
+
+    removePodSandbox: async (req) => {
+      await deps.sandboxes.remove(req.podSandboxId);
+      return {};
+    },
+
+    podSandboxStatus: async (req) => {
+      const r = deps.sandboxes.status(req.podSandboxId);
+      const info: Record<string, string> = {};
+      if (req.verbose) {
+        info.info = JSON.stringify({
+          pid: r.status.infra?.pid ?? 0,
+          netnsPath: r.status.namespaces.net ?? '',
+          namespaces: r.status.namespaces,
+          ips: r.status.ips,
+          reason: r.status.reason,
+          runtimeHandler: r.metadata.runtimeHandler,
+          config: r.metadata.config,
+        });
+      }
+      return {
+        status: toPodSandboxStatus(r),
+        info,
+        containersStatuses: [],
+        timestamp: BigInt(Date.now()) * 1_000_000n,
+      };
+    },
+
+    listPodSandbox: async (req) => ({ items: listSandboxes(deps.sandboxes, req.filter) }),
+
+    streamPodSandboxes: async (req, _ctx, send) => {
+      const all = listSandboxes(deps.sandboxes, req.filter);
+      for (let i = 0; i < all.length; i += STREAM_CHUNK)
+        await send({ podSandboxes: all.slice(i, i + STREAM_CHUNK) });
     },
 
     runtimeConfig: async () => ({
@@ -62,4 +112,24 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
       },
     }),
   };
+}
+
+function listSandboxes(
+  sandboxes: SandboxService,
+  filter:
+    | { id: string; state: { state: PodSandboxState } | undefined; labelSelector: Record<string, string> }
+    | undefined,
+) {
+  return sandboxes
+    .list({
+      id: filter?.id || undefined,
+      state:
+        filter?.state === undefined
+          ? undefined
+          : filter.state.state === PodSandboxState.SANDBOX_READY
+            ? 'ready'
+            : 'notready',
+      labels: filter?.labelSelector,
+    })
+    .map(toPodSandbox);
 }

@@ -49,10 +49,9 @@ describe('skiff serve', () => {
     const d = await daemon();
     const res = await d.cri.runtime.status({ verbose: true });
     const conditions = Object.fromEntries((res.status?.conditions ?? []).map((c) => [c.type, c]));
-    // runc is installed by host-setup, so the runtime is ready; networking is not built yet.
+    // runc and the CNI plugins are installed by host-setup; with no CNI config, the embedded default serves.
     expect(conditions.RuntimeReady).toMatchObject({ status: true });
-    expect(conditions.NetworkReady).toMatchObject({ status: false, reason: 'NetworkPluginNotReady' });
-    expect(conditions.NetworkReady?.message).not.toBe('');
+    expect(conditions.NetworkReady).toMatchObject({ status: true });
     expect(res.runtimeHandlers.map((h) => h.name).sort()).toEqual(['', 'runc', 'runsc']);
     for (const h of res.runtimeHandlers) expect(h.features?.userNamespaces).toBe(false);
     expect(res.features).toEqual({ supplementalGroupsPolicy: false, userNamespacesHostNetwork: false });
@@ -76,6 +75,16 @@ describe('skiff serve', () => {
     expect(ready?.message).toContain('/nonexistent/ghost-runtime');
   });
 
+  it('reports NetworkReady false naming the missing CNI plugin and the dirs searched', async () => {
+    const empty = await tempDir();
+    const d = await daemon({ extraToml: `[network]\nbin_dirs = ["${empty}"]\n` });
+    const res = await d.cri.runtime.status({ verbose: false });
+    const net = res.status?.conditions.find((c) => c.type === 'NetworkReady');
+    expect(net).toMatchObject({ status: false, reason: 'NetworkPluginNotReady' });
+    expect(net?.message).toContain('"bridge"');
+    expect(net?.message).toContain(empty);
+  });
+
   it('reports the configured cgroup driver in RuntimeConfig', async () => {
     const fs = await daemon();
     expect((await fs.cri.runtime.runtimeConfig({})).linux?.cgroupDriver).toBe(CgroupDriver.CGROUPFS);
@@ -86,8 +95,7 @@ describe('skiff serve', () => {
   it('answers UNIMPLEMENTED naming the RPC for calls not built yet, and keeps serving', async () => {
     const d = await daemon();
     for (const call of [
-      () => d.cri.runtime.listPodSandbox({ filter: undefined }),
-      () => d.cri.runtime.runPodSandbox({ config: undefined, runtimeHandler: '' }),
+      () => d.cri.runtime.createContainer({ podSandboxId: 'x', config: undefined, sandboxConfig: undefined }),
       () => d.cri.runtime.getContainerEvents({}),
       () => d.cri.runtime.execSync({ containerId: 'x', cmd: ['true'], timeout: 1n }),
     ]) {
@@ -149,7 +157,7 @@ describe('skiff serve', () => {
       level: 'debug',
       code: 'OK',
     });
-    expect(lines.find((l) => l.rpc === 'StopPodSandbox')).toMatchObject({ code: 'UNIMPLEMENTED' });
+    expect(lines.find((l) => l.rpc === 'StopPodSandbox')).toMatchObject({ code: 'NOT_FOUND' });
   });
 });
 

@@ -47,6 +47,7 @@ const expectedDefaults: Config = {
     conf_dir: '/etc/cni/net.d',
     bin_dirs: ['/opt/cni/bin', '/usr/lib/cni'],
     default_subnet: '10.88.0.0/16',
+    bridge_name: 'skiff0',
     enabled: true,
   },
   stream: {
@@ -57,6 +58,7 @@ const expectedDefaults: Config = {
     idle_timeout: 14_400_000,
     token_ttl: 60_000,
   },
+  sandbox: { shm_size: 67108864 },
   images: {
     sandbox_image: '',
     max_concurrent_downloads: 3,
@@ -105,6 +107,7 @@ describe('renderDefaultConfig', () => {
       'runtimes',
       'network',
       'stream',
+      'sandbox',
       'images',
     ]);
     expect(raw['stream']).toMatchObject({ idle_timeout: '4h', token_ttl: '1m' });
@@ -129,6 +132,7 @@ describe('renderDefaultConfig', () => {
       '[runtimes.runsc]',
       '[network]',
       '[stream]',
+      '[sandbox]',
       '[images]',
     ]);
     expect(text).toContain('extra_args = ["--network=host"]');
