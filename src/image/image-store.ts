@@ -8,7 +8,7 @@ import { mkdir, readFile, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkiffError } from '../errdefs.js';
 import type { Logger } from '../log.js';
-import { fsyncDir, isAtomicTemp, writeFileAtomic } from '../store/atomic.js';
+import { fsyncDir, isAtomicTemp, writeFileAtomic } from '../util/atomic.js';
 import type { ImageConfig } from './oci-image.js';
 import { type Reference, nameOf, parseReference } from './reference.js';
 

@@ -11,7 +11,7 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
-import { fsyncDir, isTempName, writeFileAtomic } from './atomic.js';
+import { fsyncDir, isAtomicTemp as isTempName, writeFileAtomic } from '../util/atomic.js';
 import type { NetworkConfList } from './conf.js';
 
 export const CACHE_VERSION = 1;
@@ -89,7 +89,7 @@ export class ResultCache {
 
   async write(record: CacheRecord): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(this.path(record.sandboxId), `${JSON.stringify(record, null, 2)}\n`);
+    await writeFileAtomic(this.path(record.sandboxId), `${JSON.stringify(record, null, 2)}\n`, 0o600);
   }
 
   async remove(sandboxId: string): Promise<void> {

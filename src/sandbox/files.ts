@@ -4,7 +4,7 @@
  * containers of a pod with its own IPC namespace, as containerd and CRI-O do).
  *
  * The renderers are pure functions (golden-tested in test/unit/sandbox/files.test.ts); the writers replace
- * files atomically (store/atomic.ts). A bind mount pins the inode it was given, so a file rewritten after
+ * files atomically (util/atomic.ts). A bind mount pins the inode it was given, so a file rewritten after
  * containers started is not seen by them: these files are written once, before the first container.
  */
 import { mkdir, readFile, realpath, rmdir } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import { mountsUnder, unmount } from '../snapshot/mount.js';
-import { writeFileAtomic } from '../store/atomic.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { run, stderrTail } from '../util/exec.js';
 
 /** A CRI `DNSConfig`: nameservers, search domains and resolver options (resolv.conf(5)). */

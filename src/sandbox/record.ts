@@ -6,7 +6,7 @@
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkiffError } from '../errdefs.js';
-import { writeFileAtomic } from '../store/atomic.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export const SANDBOX_RECORD_VERSION = 1;
 

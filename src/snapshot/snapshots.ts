@@ -22,11 +22,12 @@
  * which with mount.ts's relative-path fallback fits hundreds of layers (containerd does the same).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { overlayMount, type Mount } from './mount.js';
+import { fsyncDir, isAtomicTemp, writeFileAtomic } from '../util/atomic.js';
 import { diskUsage, type DiskUsage } from './usage.js';
 
 export const SNAPSHOT_RECORD_VERSION = 1;
@@ -267,7 +268,7 @@ export class SnapshotStore {
         if (this.active.has(name)) continue;
         await rm(path, { recursive: true, force: true });
         this.log.info('removed unfinished snapshot', { snapshot: name });
-      } else if (name.startsWith('.') && name.includes(TEMP_MARKER)) {
+      } else if (isAtomicTemp(name)) {
         await rm(path, { force: true });
       } else if (ID.test(name) && !this.hasId(name)) {
         await rm(path, { recursive: true, force: true });
@@ -429,36 +430,4 @@ function fsError(err: unknown, what: string): SkiffError {
     return new SkiffError('resource-exhausted', `${what}: no space left on device`, { cause: err });
   }
   return new SkiffError('internal', `${what}: ${messageOf(err)}`, { cause: err });
-}
-
-// The design's atomic write (store/atomic.ts), repeated here because snapshot/ may only import errdefs,
-// log and util: temp file in the same dir, fsync, rename, fsync the dir.
-const TEMP_MARKER = '.tmp-';
-
-async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const dir = join(path, '..');
-  const temp = join(dir, `.${path.slice(dir.length + 1)}${TEMP_MARKER}${randomBytes(6).toString('hex')}`);
-  const fh = await open(temp, 'wx', 0o644);
-  try {
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(temp, path);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await fsyncDir(dir);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { isServiceError } from '../fixtures/cri-client.js';
+import { failure } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon, type TestDaemonOptions } from '../fixtures/daemon.js';
 import { type FaultProxy, startFaultProxy } from '../fixtures/fault-proxy.js';
 import {
@@ -48,16 +48,6 @@ async function daemon(options: TestDaemonOptions = {}): Promise<TestDaemon> {
 
 function ref(name: keyof typeof fixtureRefs, host = registry.host): string {
   return `${host}/${fixtureRefs[name]}`;
-}
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isServiceError(err)) return { code: err.code, details: err.details };
-    throw err;
-  }
-  throw new Error('expected the call to fail');
 }
 
 function spec(image: string) {

@@ -13,7 +13,7 @@ import {
   Protocol,
   SupplementalGroupsPolicy,
 } from '../../src/cri/gen/runtime/v1/api.js';
-import { isServiceError } from '../fixtures/cri-client.js';
+import { failure } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon, type TestDaemonOptions } from '../fixtures/daemon.js';
 
 /** Each daemon gets its own /24 so parallel leftovers cannot collide; traffic stays inside our netns. */
@@ -63,16 +63,6 @@ function podConfig(name: string, over: Partial<PodSandboxConfig> = {}): PodSandb
 
 async function runp(d: TestDaemon, config: PodSandboxConfig, runtimeHandler = ''): Promise<string> {
   return (await d.cri.runtime.runPodSandbox({ config, runtimeHandler }, { deadlineMs: 60_000 })).podSandboxId;
-}
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isServiceError(err)) return { code: err.code, details: err.details };
-    throw err;
-  }
-  throw new Error('expected the call to fail');
 }
 
 function nsenter(netns: string, ...cmd: string[]) {

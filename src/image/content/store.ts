@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { SkiffError, isSkiffError, messageOf } from '../../errdefs.js';
 import type { Logger } from '../../log.js';
 import { diskUsage, type DiskUsage } from '../../snapshot/usage.js';
-import { fsyncDir } from '../../store/atomic.js';
+import { fsyncDir } from '../../util/atomic.js';
 import { digestOf, parseDigest, type DigestAlgorithm } from './digest.js';
 
 export interface ContentStoreOptions {

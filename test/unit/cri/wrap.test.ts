@@ -6,7 +6,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { CriServer, type ImageHandlers, type RuntimeHandlers } from '../../../src/cri/server.js';
 import { SkiffError } from '../../../src/errdefs.js';
 import { Logger } from '../../../src/log.js';
-import { connectCri, isServiceError } from '../../fixtures/cri-client.js';
+import { connectCri, failure } from '../../fixtures/cri-client.js';
 
 /** An in-process CRI server on a temp socket with stub handlers: the only fakes the design allows. */
 async function serve(runtime: RuntimeHandlers, image: ImageHandlers = {}) {
@@ -24,16 +24,6 @@ async function serve(runtime: RuntimeHandlers, image: ImageHandlers = {}) {
   });
   const logs = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   return { server, cri, socketPath, logs };
-}
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    if (isServiceError(err)) return { code: err.code, details: err.details };
-    throw err;
-  }
-  throw new Error('expected the call to fail');
 }
 
 const version = async () => ({

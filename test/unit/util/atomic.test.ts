@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { isAtomicTemp, writeFileAtomic } from '../../../src/store/atomic.js';
+import { isAtomicTemp, writeFileAtomic } from '../../../src/util/atomic.js';
 import { run } from '../../../src/util/exec.js';
 
 async function tempDir(): Promise<string> {
@@ -61,7 +61,7 @@ describe('writeFileAtomic', () => {
     await writeFile(path, a);
     // The child runs the real module, transpiled with the project's TypeScript (it imports only node:*).
     const source = await readFile(
-      fileURLToPath(new URL('../../../src/store/atomic.ts', import.meta.url)),
+      fileURLToPath(new URL('../../../src/util/atomic.ts', import.meta.url)),
       'utf8',
     );
     const ts = (await import('typescript')).default;
