@@ -58,6 +58,7 @@ import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { SkiffError, isSkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { run } from '../util/exec.js';
+import { afterWrite } from '../util/write-all.js';
 
 export interface UnpackOptions {
   /** Most tar entries accepted (default 1,000,000). */
@@ -1167,18 +1168,4 @@ async function writeAll(fd: number, chunks: Buffer[]): Promise<void> {
     });
     buffers = afterWrite(buffers, written);
   }
-}
-
-/** What is left of `buffers` after `written` bytes went out. */
-function afterWrite(buffers: Buffer[], written: number): Buffer[] {
-  let skip = written;
-  const rest: Buffer[] = [];
-  for (const b of buffers) {
-    if (skip >= b.length) skip -= b.length;
-    else {
-      rest.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-  }
-  return rest;
 }

@@ -20,6 +20,7 @@ import type { Logger } from '../../log.js';
 import { diskUsage, type DiskUsage } from '../../snapshot/usage.js';
 import { fsyncDir } from '../../util/atomic.js';
 import { digestOf, parseDigest, type DigestAlgorithm } from './digest.js';
+import { afterWrite } from '../../util/write-all.js';
 
 export interface ContentStoreOptions {
   /** `<root>/content`. */
@@ -515,16 +516,7 @@ async function writeAll(fh: FileHandle, chunks: Buffer[]): Promise<void> {
   let buffers = chunks;
   while (buffers.length > 0) {
     const { bytesWritten } = await fh.writev(buffers);
-    let skip = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const b of buffers) {
-      if (skip >= b.length) skip -= b.length;
-      else {
-        rest.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-    }
-    buffers = rest;
+    buffers = afterWrite(buffers, bytesWritten);
   }
 }
 
