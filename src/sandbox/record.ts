@@ -1,12 +1,10 @@
 /**
  * Sandbox records: `<root>/sandboxes/<id>/metadata.json` (immutable: what was asked for) and
- * `status.json` (mutable: what is). Written atomically; the metadata is written only once the sandbox is
- * ready (a record is written last), so a crash mid-RunPodSandbox leaves only dirs that recovery removes.
+ * `status.json` (mutable: what is), through the shared record store; the metadata is written only once the
+ * sandbox is ready, so a crash mid-RunPodSandbox leaves only dirs that recovery removes.
  */
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SkiffError } from '../errdefs.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { RecordStore, type StoredRecord } from '../store/records.js';
 
 export const SANDBOX_RECORD_VERSION = 1;
 
@@ -63,103 +61,10 @@ export interface SandboxStatus {
   stoppedAt?: string;
 }
 
-export interface SandboxRecord {
-  metadata: SandboxMetadata;
-  status: SandboxStatus;
-}
+export type SandboxRecord = StoredRecord<SandboxMetadata, SandboxStatus>;
 
-export class SandboxRecords {
-  readonly dir: string;
-  private readonly byId = new Map<string, SandboxRecord>();
-
+export class SandboxRecords extends RecordStore<SandboxMetadata, SandboxStatus> {
   constructor(root: string) {
-    this.dir = join(root, 'sandboxes');
-  }
-
-  /** Loads every complete record; returns the ids of dirs without metadata (interrupted runs). */
-  async load(): Promise<string[]> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const orphans: string[] = [];
-    for (const id of await readdir(this.dir)) {
-      let metadata: SandboxMetadata;
-      let status: SandboxStatus;
-      try {
-        metadata = JSON.parse(await readFile(join(this.dir, id, 'metadata.json'), 'utf8')) as SandboxMetadata;
-        status = JSON.parse(await readFile(join(this.dir, id, 'status.json'), 'utf8')) as SandboxStatus;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          orphans.push(id);
-          continue;
-        }
-        throw err;
-      }
-      for (const [what, v] of [
-        ['metadata', metadata.version as unknown],
-        ['status', status.version as unknown],
-      ] as const) {
-        if (v !== SANDBOX_RECORD_VERSION) {
-          throw new SkiffError(
-            'failed-precondition',
-            `load sandbox ${what} ${join(this.dir, id)}: unknown version ${JSON.stringify(v)}; this skiff reads version ${SANDBOX_RECORD_VERSION}`,
-          );
-        }
-      }
-      this.byId.set(id, { metadata, status });
-    }
-    return orphans;
-  }
-
-  list(): SandboxRecord[] {
-    return [...this.byId.values()];
-  }
-
-  get(id: string): SandboxRecord | undefined {
-    return this.byId.get(id);
-  }
-
-  /**
-   * The sandbox a full id or a unique prefix names, as crictl accepts. Unknown → not-found; a prefix
-   * that matches several → invalid-argument listing them.
-   */
-  resolve(idOrPrefix: string): SandboxRecord {
-    const exact = this.byId.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = idOrPrefix
-      ? [...this.byId.values()].filter((r) => r.metadata.id.startsWith(idOrPrefix))
-      : [];
-    if (matches.length === 1 && matches[0]) return matches[0];
-    if (matches.length > 1) {
-      throw new SkiffError(
-        'invalid-argument',
-        `pod sandbox id prefix "${idOrPrefix}" is ambiguous: it matches ${matches.map((m) => m.metadata.id.slice(0, 13)).join(', ')}; give more characters`,
-      );
-    }
-    throw new SkiffError('not-found', `pod sandbox "${idOrPrefix}" not found`);
-  }
-
-  /** The sandbox's persistent dir (pod files live here too). */
-  dirOf(id: string): string {
-    return join(this.dir, id);
-  }
-
-  async writeStatus(id: string, status: SandboxStatus): Promise<void> {
-    await writeFileAtomic(join(this.dirOf(id), 'status.json'), JSON.stringify(status), 0o600);
-    const r = this.byId.get(id);
-    if (r) r.status = status;
-  }
-
-  /** Makes the sandbox exist: status first, metadata last (its presence means "complete"). */
-  async create(record: SandboxRecord): Promise<void> {
-    const dir = this.dirOf(record.metadata.id);
-    await writeFileAtomic(join(dir, 'status.json'), JSON.stringify(record.status), 0o600);
-    await writeFileAtomic(join(dir, 'metadata.json'), JSON.stringify(record.metadata), 0o600);
-    this.byId.set(record.metadata.id, record);
-  }
-
-  /** Forgets the record first, then deletes its dir (and pod files). Idempotent. */
-  async remove(id: string): Promise<void> {
-    this.byId.delete(id);
-    await rm(join(this.dirOf(id), 'metadata.json'), { force: true });
-    await rm(this.dirOf(id), { recursive: true, force: true });
+    super({ dir: join(root, 'sandboxes'), what: 'pod sandbox', version: SANDBOX_RECORD_VERSION });
   }
 }

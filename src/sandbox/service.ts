@@ -23,6 +23,7 @@ import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import type { NetworkManager } from '../network/manager.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
+import { Rollback } from '../util/rollback.js';
 import {
   hostFiles,
   mountShm,
@@ -62,24 +63,6 @@ export interface SandboxFilter {
   id?: string;
   state?: 'ready' | 'notready';
   labels?: Record<string, string>;
-}
-
-/** Undo steps, run in reverse; a failing step is logged and the rest still run. */
-class Rollback {
-  private readonly steps: { what: string; undo: () => Promise<void> }[] = [];
-  constructor(private readonly log: Logger) {}
-  add(what: string, undo: () => Promise<void>): void {
-    this.steps.push({ what, undo });
-  }
-  async run(): Promise<void> {
-    for (const step of this.steps.reverse()) {
-      try {
-        await step.undo();
-      } catch (err) {
-        this.log.error('rollback step failed', { step: step.what, error: messageOf(err) });
-      }
-    }
-  }
 }
 
 export class SandboxService {
@@ -360,16 +343,12 @@ export class SandboxService {
   }
 
   list(filter: SandboxFilter = {}): SandboxRecord[] {
-    let all = this.records.list();
-    if (filter.id) {
-      const prefix = filter.id;
-      all = all.filter((r) => r.metadata.id.startsWith(prefix));
-    }
-    if (filter.state) all = all.filter((r) => r.status.state === filter.state);
-    const labels = Object.entries(filter.labels ?? {});
-    if (labels.length > 0)
-      all = all.filter((r) => labels.every(([k, v]) => r.metadata.config.labels[k] === v));
-    return all.sort((a, b) => (BigInt(a.metadata.createdAt) < BigInt(b.metadata.createdAt) ? -1 : 1));
+    const { state } = filter;
+    return this.records.select({
+      idPrefix: filter.id,
+      labels: filter.labels,
+      where: (r) => !state || r.status.state === state,
+    });
   }
 }
 
