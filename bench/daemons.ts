@@ -4,6 +4,7 @@
  * configured as ../shared/conformance/containerd-up.sh does (config version 2, overlayfs snapshotter,
  * `restrict_oom_score_adj`, a certs.d hosts dir), with the loopback registry as its only host, over HTTP.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type CriClient, connectCri } from '../test/fixtures/cri-client.js';
@@ -95,6 +96,16 @@ export interface RuntimeDirs {
 }
 
 /**
+ * The node flags skiff's own shebang line carries (`#!/usr/bin/env -S node --max-semi-space-size=2`), so
+ * the bench runs skiff exactly as `/usr/local/bin/skiff` and the systemd unit do.
+ */
+function shebangNodeFlags(script: string): string[] {
+  const first = readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  return m ? (m[1] ?? '').trim().split(/\s+/).filter(Boolean) : [];
+}
+
+/**
  * skiff with built-in defaults except its paths and `info` logging (as a node would run it). `nodeArgs`
  * go to node before the script, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (not allowed in NODE_OPTIONS).
  */
@@ -124,7 +135,7 @@ export async function startSkiff(
   );
   const child = startChild(
     process.execPath,
-    [...nodeArgs, skiffBin, 'serve', '--config', configPath],
+    [...shebangNodeFlags(skiffBin), ...nodeArgs, skiffBin, 'serve', '--config', configPath],
     logPath,
   );
   return started('skiff', child, socket, {

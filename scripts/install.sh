@@ -22,7 +22,7 @@ Description=skiff CRI container runtime
 After=network-online.target
 
 [Service]
-ExecStart=$(command -v node) $repo/dist/src/main.js serve
+ExecStart=/usr/local/bin/skiff serve
 KillMode=process
 Restart=always
 Delegate=yes
@@ -41,7 +41,7 @@ else
     kill -TERM "$(cat $pidfile)"
     for _ in $(seq 50); do kill -0 "$(cat $pidfile)" 2>/dev/null || break; sleep 0.2; done
   fi
-  setsid node "$repo/dist/src/main.js" serve >>/var/log/skiff.log 2>&1 </dev/null &
+  setsid /usr/local/bin/skiff serve >>/var/log/skiff.log 2>&1 </dev/null &
   echo $! >$pidfile
 fi
 

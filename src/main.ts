@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * skiff's command line: `serve`, `config default`, `config check FILE`, `--version`. The only place that
  * calls process.exit. Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
