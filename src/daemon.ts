@@ -2,12 +2,14 @@
  * Composition root: the only place that builds services from Config. It prepares the directories,
  * probes the runtime handlers, wires the CRI adapters to the services and serves; `stop` drains and closes.
  */
-import { mkdir } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Config, configToJSON } from './config/index.js';
 import { CriServer } from './cri/server.js';
 import { imageService } from './cri/image-service.js';
 import { runtimeService } from './cri/runtime-service.js';
+import { type HandlerInfo, ContainerService } from './container/service.js';
+import { StatsCollector } from './container/stats.js';
 import { ContentStore } from './image/content/store.js';
 import { ImageStore } from './image/image-store.js';
 import type { RegistryHostOptions } from './image/registry/hosts.js';
@@ -17,7 +19,9 @@ import type { Logger } from './log.js';
 import { NetworkManager } from './network/manager.js';
 import { NodeStatus } from './node-status.js';
 import { SandboxService } from './sandbox/service.js';
+import { ConmonRuntime } from './oci/conmon.js';
 import { probeRuntimeHandler } from './oci/handlers.js';
+import { findExecutable } from './util/exec.js';
 import { SnapshotStore } from './snapshot/snapshots.js';
 import { SKIFF_VERSION } from './version.js';
 
@@ -33,6 +37,7 @@ export class Daemon {
     private readonly server: CriServer,
     private readonly log: Logger,
     private readonly registry: RegistryClient,
+    private readonly containers: ContainerService,
   ) {}
 
   get socketPath(): string {
@@ -69,6 +74,9 @@ export class Daemon {
       network: () => network.status(),
     });
 
+    // Built after images and sandboxes, which call back into it (GC holds, StopPodSandbox).
+    const late: { containers?: ContainerService } = {};
+    const snapshots = new SnapshotStore({ root: join(config.root, 'snapshots'), log });
     const registry = new RegistryClient({
       hosts: (host) => registryHost(config, host),
       log: log.child({ area: 'registry' }),
@@ -79,7 +87,7 @@ export class Daemon {
       log: log.child({ area: 'image' }),
       registry,
       content: new ContentStore({ root: join(config.root, 'content'), log }),
-      snapshots: new SnapshotStore({ root: join(config.root, 'snapshots'), log }),
+      snapshots,
       images: new ImageStore({ root: config.root, log }),
       maxConcurrentDownloads: config.images.max_concurrent_downloads,
       progressTimeoutMs: config.images.progress_timeout,
@@ -88,6 +96,7 @@ export class Daemon {
         ...config.images.pinned_images,
         ...(config.images.sandbox_image ? [config.images.sandbox_image] : []),
       ],
+      chainsInUse: () => late.containers?.chainsInUse() ?? [],
     });
     await images.start();
 
@@ -100,8 +109,58 @@ export class Daemon {
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
       cgroupDriver: config.cgroup_driver,
       shmSizeBytes: config.sandbox.shm_size,
+      containers: {
+        stopAll: (id) => late.containers?.stopAll(id) ?? Promise.resolve(),
+        removeAll: (id) => late.containers?.removeAll(id) ?? Promise.resolve(),
+      },
     });
     await sandboxes.start();
+
+    const handlerInfos = new Map<string, HandlerInfo>();
+    for (const h of handlers) {
+      if (!h.resolvedPath) continue;
+      const c = config.runtimes[h.name];
+      handlerInfos.set(h.name, {
+        name: h.name,
+        binaryPath: h.resolvedPath,
+        root: c?.root || join(config.state, 'runtime', h.name),
+        extraArgs: c?.extra_args ?? [],
+        recursiveReadOnlyMounts: h.recursiveReadOnlyMounts,
+      });
+    }
+    const monitor = config.runtimes[config.runtime.default_runtime_handler]?.monitor_path || 'conmon';
+    const conmonPath = (await findExecutable(monitor)) ?? monitor;
+    // Without CAP_SYS_RESOURCE no process may go below the daemon's own oom_score_adj (runc then fails
+    // with "can't get final child's PID"); containerd's restrict_oom_score_adj clamps the same way.
+    const minOomScoreAdj = Number((await readFile('/proc/self/oom_score_adj', 'utf8')).trim()) || 0;
+    const cgroupV2 = await exists('/sys/fs/cgroup/cgroup.controllers');
+    const containers = new ContainerService({
+      root: config.root,
+      state: config.state,
+      log: log.child({ area: 'container' }),
+      runtime: new ConmonRuntime({ conmonPath, log: log.child({ area: 'oci' }) }),
+      handlers: handlerInfos,
+      images,
+      snapshots,
+      sandboxes,
+      cgroupDriver: config.cgroup_driver,
+      cgroupV2,
+      swapAccounting: cgroupV2 || (await exists('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes')),
+      hugetlb: cgroupV2
+        ? (await readFile('/sys/fs/cgroup/cgroup.controllers', 'utf8')).includes('hugetlb')
+        : await exists('/sys/fs/cgroup/hugetlb'),
+      minOomScoreAdj,
+      seccompAvailable: /^Seccomp:/m.test(await readFile('/proc/self/status', 'utf8')),
+    });
+    late.containers = containers;
+    await containers.start();
+    const stats = new StatsCollector({
+      containers,
+      sandboxes,
+      cgroupDriver: config.cgroup_driver,
+      cgroupV2,
+      log: log.child({ area: 'stats' }),
+    });
 
     const server = new CriServer({
       socketPath: config.grpc.address,
@@ -114,6 +173,8 @@ export class Daemon {
         effectiveConfig: () => configToJSON(config),
         pullsInFlight: () => images.inFlight(),
         sandboxes,
+        containers,
+        stats,
       }),
       image: imageService(images),
     });
@@ -124,13 +185,14 @@ export class Daemon {
       state: config.state,
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
     });
-    return new Daemon(server, log, registry);
+    return new Daemon(server, log, registry, containers);
   }
 
   /** Stops serving: in-flight calls get up to `graceMs`; containers keep running under conmon. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info('skiff stopping');
     await this.server.stop(graceMs);
+    this.containers.close();
     await this.registry.close();
     this.log.info('skiff stopped');
   }
@@ -151,4 +213,11 @@ function registryHost(config: Config, host: string): RegistryHostOptions | undef
     identityToken: r.identity_token,
     fallbackToUpstream: r.fallback_to_upstream,
   };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }

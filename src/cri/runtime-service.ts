@@ -4,10 +4,21 @@
  */
 import { CRI_API_VERSION, RUNTIME_NAME, SKIFF_VERSION } from '../version.js';
 import type { NodeStatus } from '../node-status.js';
+import type { ContainerEvent, ContainerService } from '../container/service.js';
+import type { StatsCollector } from '../container/stats.js';
+import { SkiffError } from '../errdefs.js';
 import type { SandboxService } from '../sandbox/service.js';
+import { eventTypes, toCriContainer, toCriContainerStatus, toDomainState } from './convert/container.js';
+import { toContainerConfig, toContainerResources } from './convert/container-config.js';
 import { toPodSandbox, toPodSandboxStatus, toSandboxConfig } from './convert/sandbox.js';
-import { CgroupDriver, PodSandboxState } from './gen/runtime/v1/api.js';
+import {
+  CgroupDriver,
+  type ContainerFilter,
+  type ContainerStatus,
+  PodSandboxState,
+} from './gen/runtime/v1/api.js';
 import type { RuntimeHandlers } from './server.js';
+import { statsHandlers } from './stats-service.js';
 
 export interface RuntimeServiceDeps {
   nodeStatus: NodeStatus;
@@ -17,6 +28,8 @@ export interface RuntimeServiceDeps {
   /** Image pulls in flight, shown to operators in `crictl info`. */
   pullsInFlight: () => unknown[];
   sandboxes: SandboxService;
+  containers: ContainerService;
+  stats: StatsCollector;
 }
 
 /** StreamPodSandboxes sends at most this many sandboxes per message. */
@@ -24,6 +37,8 @@ const STREAM_CHUNK = 100;
 
 export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
   return {
+    ...statsHandlers(deps.stats),
+
     version: async () => ({
       // The CRI's `version` field is the kubelet API version this answer is for (cri-api: "0.1.0").
       version: '0.1.0',
@@ -93,7 +108,7 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
       return {
         status: toPodSandboxStatus(r),
         info,
-        containersStatuses: [],
+        containersStatuses: deps.containers.list({ sandboxId: r.metadata.id }).map(toCriContainerStatus),
         timestamp: BigInt(Date.now()) * 1_000_000n,
       };
     },
@@ -104,6 +119,123 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
       const all = listSandboxes(deps.sandboxes, req.filter);
       for (let i = 0; i < all.length; i += STREAM_CHUNK)
         await send({ podSandboxes: all.slice(i, i + STREAM_CHUNK) });
+    },
+
+    createContainer: async (req) => {
+      if (!req.config) throw new SkiffError('invalid-argument', 'create container: config is missing');
+      return {
+        containerId: await deps.containers.create(req.podSandboxId, toContainerConfig(req.config)),
+      };
+    },
+
+    startContainer: async (req) => {
+      await deps.containers.startContainer(req.containerId);
+      return {};
+    },
+
+    stopContainer: async (req) => {
+      await deps.containers.stop(req.containerId, Number(req.timeout));
+      return {};
+    },
+
+    removeContainer: async (req) => {
+      await deps.containers.remove(req.containerId);
+      return {};
+    },
+
+    listContainers: async (req) => ({ containers: listContainers(deps.containers, req.filter) }),
+
+    streamContainers: async (req, _ctx, send) => {
+      const all = listContainers(deps.containers, req.filter);
+      for (let i = 0; i < all.length; i += STREAM_CHUNK)
+        await send({ containers: all.slice(i, i + STREAM_CHUNK) });
+    },
+
+    containerStatus: async (req) => {
+      const r = deps.containers.status(req.containerId);
+      const info: Record<string, string> = {};
+      if (req.verbose) {
+        info.info = JSON.stringify({
+          sandboxID: r.metadata.sandboxId,
+          pid: r.status.pid,
+          runtimeHandler: r.metadata.runtimeHandler,
+          bundle: deps.containers.targetOf(r).bundle,
+          cgroupsPath: r.metadata.cgroupsPath,
+          config: r.metadata.config,
+        });
+      }
+      return { status: toCriContainerStatus(r), info };
+    },
+
+    execSync: async (req) => {
+      const res = await deps.containers.execSync(req.containerId, req.cmd, Number(req.timeout));
+      return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
+    },
+
+    reopenContainerLog: async (req) => {
+      await deps.containers.reopenLog(req.containerId);
+      return {};
+    },
+
+    updateContainerResources: async (req) => {
+      if (!req.linux) return {}; // Windows resources do not apply here
+      await deps.containers.updateResources(req.containerId, toContainerResources(req.linux));
+      return {};
+    },
+
+    getContainerEvents: async (_req, ctx, send) => {
+      // Every event is queued for this stream and sent in order, with back-pressure from the transport;
+      // none is dropped (kubelet's evented PLEG relies on seeing each one).
+      const queue: ContainerEvent[] = [];
+      let wake: (() => void) | undefined;
+      const onEvent = (e: ContainerEvent) => {
+        queue.push(e);
+        wake?.();
+      };
+      deps.containers.events.on('event', onEvent);
+      try {
+        while (!ctx.signal.aborted) {
+          const e = queue.shift();
+          if (!e) {
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              ctx.signal.addEventListener(
+                'abort',
+                () => {
+                  resolve();
+                },
+                { once: true },
+              );
+            });
+            wake = undefined;
+            continue;
+          }
+          const sandbox = deps.sandboxes.records.get(e.sandboxId);
+          const statuses: ContainerStatus[] = [];
+          const c = deps.containers.records.get(e.containerId);
+          if (c) statuses.push(toCriContainerStatus(c));
+          await send({
+            containerId: e.containerId,
+            containerEventType: eventTypes[e.type],
+            createdAt: e.createdAt,
+            podSandboxStatus: sandbox ? toPodSandboxStatus(sandbox) : undefined,
+            containersStatuses: statuses,
+          });
+        }
+      } finally {
+        deps.containers.events.off('event', onEvent);
+      }
+    },
+
+    // kubelet sends the node's pod CIDR here; CNI configs (ours or the operator's) carry their own
+    // ranges, so there is nothing to change, as with CRI-O. Accepted, not an error.
+    updateRuntimeConfig: async () => ({}),
+
+    // Best effort per the contract: the pod's cgroup belongs to kubelet, which has already resized it;
+    // skiff holds no pod-level resources of its own to update. It checks the sandbox exists.
+    updatePodSandboxResources: async (req) => {
+      deps.sandboxes.status(req.podSandboxId);
+      return {};
     },
 
     runtimeConfig: async () => ({
@@ -132,4 +264,15 @@ function listSandboxes(
       labels: filter?.labelSelector,
     })
     .map(toPodSandbox);
+}
+
+function listContainers(containers: ContainerService, filter: ContainerFilter | undefined) {
+  return containers
+    .list({
+      id: filter?.id || undefined,
+      sandboxId: filter?.podSandboxId || undefined,
+      state: filter?.state === undefined ? undefined : toDomainState(filter.state.state),
+      labels: filter?.labelSelector,
+    })
+    .map(toCriContainer);
 }

@@ -48,6 +48,8 @@ export interface ImageServiceOptions {
   pinned: readonly string[];
   /** Interval of the progress log lines. */
   progressLogIntervalMs?: number;
+  /** Top chain IDs that live containers are built on; GC keeps them and their parents. */
+  chainsInUse?: () => Iterable<string>;
 }
 
 export interface PullProgress {
@@ -166,7 +168,13 @@ export class ImageService {
           chains.add(l.chainId);
         }
       }
-      for (const s of await this.o.snapshots.list()) {
+      const snapshots = await this.o.snapshots.list();
+      const parents = new Map(snapshots.map((s) => [s.chainId, s.parent]));
+      for (const top of this.o.chainsInUse?.() ?? []) {
+        // A container's rootfs stacks its image's whole chain, even once the image itself is removed.
+        for (let c: string | null | undefined = top; c && !chains.has(c); c = parents.get(c)) chains.add(c);
+      }
+      for (const s of snapshots) {
         if (!chains.has(s.chainId)) await this.o.snapshots.remove(s.chainId);
       }
       for (const b of await this.o.content.list()) {

@@ -1,0 +1,577 @@
+/**
+ * Containers over the CRI socket, in kubelet's call order (RunPodSandbox → CreateContainer →
+ * StartContainer → …), with real conmon, runc (and runsc) and images from the loopback registry.
+ */
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ContainerConfig,
+  ContainerConfig as ContainerConfigMsg,
+  ContainerState,
+  type ContainerStatus,
+  NamespaceMode,
+  type PodSandboxConfig,
+  PodSandboxConfig as PodSandboxConfigMsg,
+  SecurityProfile_ProfileType,
+} from '../../src/cri/gen/runtime/v1/api.js';
+import { failure } from '../fixtures/cri-client.js';
+import { startChildDaemon, type TestDaemon } from '../fixtures/daemon.js';
+import { fixtureRefs, pushAll } from '../fixtures/images.js';
+import { type Registry, startRegistry } from '../fixtures/registry.js';
+
+/** Each daemon its own /24 and bridge (host-local leases are per network name, shared by daemons). */
+let netCounter = Math.floor(Math.random() * 200);
+const bridges: string[] = [];
+
+let registry: Registry | undefined;
+let d: TestDaemon;
+let logDir: string | undefined;
+let busybox: string;
+let withUser: string;
+
+function toml(net: number): string {
+  return [
+    `[network]`,
+    `default_subnet = "10.234.${net}.0/24"`,
+    `bridge_name = "skc${net}"`,
+    `conf_dir = "/nonexistent/skiff-test-cni"`,
+    `[runtimes.runsc]`,
+    `binary_path = "runsc"`,
+    // Debian's gVisor cannot use its netstack on this kernel; inside the pod's netns host mode works.
+    `extra_args = ["--network=host"]`,
+    '',
+  ].join('\n');
+}
+
+async function startDaemon(reuse?: { dir: string; net: number }): Promise<TestDaemon & { net: number }> {
+  const net = reuse?.net ?? (netCounter = (netCounter + 1) % 250);
+  bridges.push(`skc${net}`);
+  const t = await startChildDaemon({ extraToml: toml(net), ...(reuse ? { dir: reuse.dir } : {}) });
+  return Object.assign(t, { net });
+}
+
+async function cleanupDaemon(t: TestDaemon): Promise<void> {
+  const pods = await t.cri.runtime.listPodSandbox({ filter: undefined }).catch(() => ({ items: [] }));
+  for (const p of pods.items)
+    await t.cri.runtime.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+}
+
+beforeAll(async () => {
+  const reg = await startRegistry();
+  registry = reg;
+  await pushAll(reg.host);
+  logDir = await mkdtemp(join(tmpdir(), 'skiff-logs-'));
+  d = await startDaemon();
+  busybox = `${reg.host}/${fixtureRefs.busybox}`;
+  withUser = `${reg.host}/${fixtureRefs.withUser}`;
+  await pull(d, busybox);
+  await pull(d, withUser);
+}, 120_000);
+
+afterAll(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- beforeAll may have failed early
+  if (d) {
+    await cleanupDaemon(d);
+    await d.stop();
+  }
+  for (const b of new Set(bridges)) spawnSync('ip', ['link', 'del', b]);
+  await registry?.stop();
+  if (logDir) await rm(logDir, { recursive: true, force: true });
+});
+
+async function pull(t: TestDaemon, image: string): Promise<void> {
+  await t.cri.image.pullImage(
+    {
+      image: { image, annotations: {}, userSpecifiedImage: '', runtimeHandler: '', imageRef: '' },
+      auth: undefined,
+      sandboxConfig: undefined,
+    },
+    { deadlineMs: 60_000 },
+  );
+}
+
+let podCounter = 0;
+
+function podConfig(over: Partial<PodSandboxConfig> = {}): PodSandboxConfig {
+  const name = `pod-${process.pid}-${podCounter++}`;
+  return {
+    metadata: { name, uid: `uid-${name}`, namespace: 'skiff-test', attempt: 0 },
+    hostname: '',
+    logDirectory: join(logDir ?? tmpdir(), name),
+    dnsConfig: undefined,
+    portMappings: [],
+    labels: { app: name },
+    annotations: {},
+    linux: undefined,
+    windows: undefined,
+    ...over,
+  };
+}
+
+async function runPod(t: TestDaemon = d, handler = '', over: Partial<PodSandboxConfig> = {}) {
+  const config = podConfig(over);
+  const { podSandboxId } = await t.cri.runtime.runPodSandbox({ config, runtimeHandler: handler });
+  return { id: podSandboxId, config };
+}
+
+type Pod = Awaited<ReturnType<typeof runPod>>;
+
+function containerConfig(name: string, over: Parameters<typeof ContainerConfigMsg.fromPartial>[0] = {}) {
+  return ContainerConfigMsg.fromPartial({
+    metadata: { name, attempt: 0 },
+    image: { image: busybox },
+    logPath: `${name}.log`,
+    labels: { c: name },
+    ...over,
+  });
+}
+
+async function create(pod: Pod, config: ContainerConfig, t: TestDaemon = d): Promise<string> {
+  const res = await t.cri.runtime.createContainer(
+    { podSandboxId: pod.id, config, sandboxConfig: pod.config },
+    { deadlineMs: 60_000 },
+  );
+  return res.containerId;
+}
+
+async function run(pod: Pod, config: ContainerConfig, t: TestDaemon = d): Promise<string> {
+  const id = await create(pod, config, t);
+  await t.cri.runtime.startContainer({ containerId: id });
+  return id;
+}
+
+async function status(id: string, t: TestDaemon = d): Promise<ContainerStatus> {
+  const s = (await t.cri.runtime.containerStatus({ containerId: id, verbose: false })).status;
+  if (!s) throw new Error(`no status for ${id}`);
+  return s;
+}
+
+async function waitExited(id: string, t: TestDaemon = d, timeoutMs = 30_000): Promise<ContainerStatus> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await status(id, t);
+    if (s.state === ContainerState.CONTAINER_EXITED) return s;
+    if (Date.now() > deadline) throw new Error(`container ${id} still ${ContainerState[s.state]}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function pidOf(id: string, t: TestDaemon = d): Promise<number> {
+  const res = await t.cri.runtime.containerStatus({ containerId: id, verbose: true });
+  return (JSON.parse(res.info.info ?? '{}') as { pid: number }).pid;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Log lines in the CRI format: `<RFC3339Nano> <stream> <P|F> <text>`. */
+function parseLog(text: string): { stream: string; tag: string; line: string }[] {
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const m = /^(\S+) (stdout|stderr) ([PF]) (.*)$/.exec(l);
+      if (!m) throw new Error(`not a CRI log line: ${JSON.stringify(l)}`);
+      expect(Number.isNaN(Date.parse(m[1] ?? ''))).toBe(false);
+      return { stream: m[2] ?? '', tag: m[3] ?? '', line: m[4] ?? '' };
+    });
+}
+
+function sh(script: string) {
+  return { command: ['sh', '-c', script] };
+}
+
+describe('container lifecycle', () => {
+  it('runs a container that prints and exits: exit code, reason and CRI log byte for byte', async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('printer', sh('echo hello; echo oops >&2; exit 3')));
+    const s = await waitExited(id);
+    expect(s.exitCode).toBe(3);
+    expect(s.reason).toBe('Error');
+    expect(s.finishedAt).toBeGreaterThanOrEqual(s.startedAt);
+    expect(s.startedAt).toBeGreaterThan(0n);
+    expect(s.logPath).toBe(join(pod.config.logDirectory, 'printer.log'));
+    const lines = parseLog(await readFile(s.logPath, 'utf8'));
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        { stream: 'stdout', tag: 'F', line: 'hello' },
+        { stream: 'stderr', tag: 'F', line: 'oops' },
+      ]),
+    );
+    expect(lines).toHaveLength(2);
+
+    const ok = await run(pod, containerConfig('ok', sh('true')));
+    expect((await waitExited(ok)).reason).toBe('Completed');
+
+    const listed = await d.cri.runtime.listContainers({
+      filter: { id: '', podSandboxId: pod.id, labelSelector: {}, state: undefined },
+    });
+    expect(listed.containers.map((c) => c.id).sort()).toEqual([id, ok].sort());
+    const exitedOnly = await d.cri.runtime.listContainers({
+      filter: { id: '', podSandboxId: '', labelSelector: { c: 'ok' }, state: undefined },
+    });
+    expect(exitedOnly.containers.map((c) => c.id)).toEqual([ok]);
+  });
+
+  it('stops a running container with grace, and with SIGKILL when the process ignores SIGTERM', async () => {
+    const pod = await runPod();
+    const graceful = await run(
+      pod,
+      containerConfig('graceful', sh('trap "exit 0" TERM; while :; do sleep 0.1; done')),
+    );
+    // As pid 1 of its PID namespace, `sleep` has no SIGTERM handler, so only SIGKILL ends it.
+    const stubborn = await run(pod, containerConfig('stubborn', { command: ['sleep', '1000'] }));
+    expect((await status(graceful)).state).toBe(ContainerState.CONTAINER_RUNNING);
+    const pid = await pidOf(stubborn);
+    expect(alive(pid)).toBe(true);
+
+    await d.cri.runtime.stopContainer({ containerId: graceful, timeout: 10n });
+    const g = await status(graceful);
+    expect(g.state).toBe(ContainerState.CONTAINER_EXITED);
+    expect(g.exitCode).toBe(0);
+
+    const t0 = Date.now();
+    await d.cri.runtime.stopContainer({ containerId: stubborn, timeout: 1n });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    const s = await status(stubborn);
+    expect(s.exitCode).toBe(137);
+    expect(alive(pid)).toBe(false);
+
+    // Stopping a stopped container is not an error; an unknown one is NOT_FOUND.
+    await d.cri.runtime.stopContainer({ containerId: stubborn, timeout: 1n });
+    expect(
+      (await failure(d.cri.runtime.stopContainer({ containerId: 'f'.repeat(64), timeout: 0n }))).code,
+    ).toBe(grpcStatus.NOT_FOUND);
+  });
+
+  it('removes a running container by force, leaving no process, mount or bundle; twice is fine', async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('victim', { command: ['sleep', '1000'] }));
+    const pid = await pidOf(id);
+    await d.cri.runtime.removeContainer({ containerId: id });
+    expect(alive(pid)).toBe(false);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(id);
+    expect(existsSync(join(d.state, 'containers', id))).toBe(false);
+    expect(existsSync(join(d.root, 'containers', id))).toBe(false);
+    await d.cri.runtime.removeContainer({ containerId: id });
+    expect((await failure(status(id))).code).toBe(grpcStatus.NOT_FOUND);
+  });
+
+  it('refuses bad requests with clear codes and leaves nothing behind', async () => {
+    const pod = await runPod();
+    const before = readdirSync(join(d.root, 'containers')).length;
+    const missing = await failure(
+      create(pod, containerConfig('noimage', { image: { image: 'skiff-test/absent:1' } })),
+    );
+    expect(missing.code).toBe(grpcStatus.NOT_FOUND);
+    expect(missing.details).toMatch(/absent.*pull it first/);
+    const noPod = await failure(
+      d.cri.runtime.createContainer({
+        podSandboxId: 'e'.repeat(64),
+        config: containerConfig('x'),
+        sandboxConfig: undefined,
+      }),
+    );
+    expect(noPod.code).toBe(grpcStatus.NOT_FOUND);
+    const first = await create(pod, containerConfig('twin'));
+    const dup = await failure(create(pod, containerConfig('twin')));
+    expect(dup.code).toBe(grpcStatus.ALREADY_EXISTS);
+    expect(dup.details).toContain(first);
+    await d.cri.runtime.removeContainer({ containerId: first });
+    expect(readdirSync(join(d.root, 'containers')).length).toBe(before);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(first);
+  });
+});
+
+describe('container spec', () => {
+  it("runs as the image's user from its own /etc/passwd, with its groups, env and workdir", async () => {
+    const pod = await runPod();
+    const id = await run(
+      pod,
+      containerConfig('user', {
+        image: { image: withUser },
+        args: ['id; pwd; echo $GREETING'],
+        envs: [{ key: 'GREETING', value: Buffer.from('override') }],
+      }),
+    );
+    const s = await waitExited(id);
+    expect(s.exitCode).toBe(0);
+    const out = parseLog(await readFile(s.logPath, 'utf8')).map((l) => l.line);
+    expect(out[0]).toMatch(/^uid=1000\(app\) gid=1000\(app\) groups=1000\(app\),2000\(extra\)$/);
+    expect(out.slice(1)).toEqual(['/tmp', 'override']);
+    expect(s.user?.linux).toMatchObject({ uid: 1000n, gid: 1000n });
+  });
+
+  it('honours readonly_rootfs and host-path mounts (rw and ro)', async () => {
+    const pod = await runPod();
+    const host = await mkdtemp(join(tmpdir(), 'skiff-mnt-'));
+    try {
+      await writeFile(join(host, 'in.txt'), 'from the host\n');
+      await chmod(host, 0o777);
+      const id = await run(
+        pod,
+        containerConfig('ro', {
+          ...sh(
+            'cat /data/in.txt; echo written > /data/out.txt; touch /rootfs-write 2>/dev/null && echo rootfs-writable; touch /ro/x 2>/dev/null && echo ro-writable; echo done',
+          ),
+          mounts: [
+            { containerPath: '/data', hostPath: host },
+            { containerPath: '/ro', hostPath: host, readonly: true },
+          ],
+          linux: { securityContext: { readonlyRootfs: true } },
+        }),
+      );
+      const s = await waitExited(id);
+      expect(parseLog(await readFile(s.logPath, 'utf8')).map((l) => l.line)).toEqual([
+        'from the host',
+        'done',
+      ]);
+      expect(await readFile(join(host, 'out.txt'), 'utf8')).toBe('written\n');
+      expect(s.mounts.map((m) => m.containerPath)).toEqual(['/data', '/ro']);
+    } finally {
+      await rm(host, { recursive: true, force: true });
+    }
+  });
+
+  it('drops capabilities: chown fails without CAP_CHOWN and works with the defaults', async () => {
+    const pod = await runPod();
+    const script = 'touch /tmp/f && chown 1 /tmp/f && echo chowned';
+    const dropped = await run(
+      pod,
+      containerConfig('nochown', {
+        ...sh(script),
+        linux: { securityContext: { capabilities: { dropCapabilities: ['CHOWN'] } } },
+      }),
+    );
+    const normal = await run(pod, containerConfig('chown', sh(script)));
+    expect((await waitExited(dropped)).exitCode).not.toBe(0);
+    expect((await waitExited(normal)).exitCode).toBe(0);
+  });
+
+  it('applies the RuntimeDefault seccomp profile: unshare(CLONE_NEWUSER) is refused, allowed when unconfined', async () => {
+    const pod = await runPod();
+    const script = 'grep Seccomp: /proc/self/status; unshare -U true && echo unshared';
+    const confined = await run(
+      pod,
+      containerConfig('seccomp', {
+        ...sh(script),
+        linux: { securityContext: { seccomp: { profileType: SecurityProfile_ProfileType.RuntimeDefault } } },
+      }),
+    );
+    const unconfined = await run(
+      pod,
+      containerConfig('unconfined', {
+        ...sh(script),
+        linux: { securityContext: { seccomp: { profileType: SecurityProfile_ProfileType.Unconfined } } },
+      }),
+    );
+    const c = await waitExited(confined);
+    const u = await waitExited(unconfined);
+    const cl = parseLog(await readFile(c.logPath, 'utf8')).map((l) => l.line);
+    const ul = parseLog(await readFile(u.logPath, 'utf8')).map((l) => l.line);
+    expect(cl[0]).toMatch(/Seccomp:\s+2/);
+    expect(cl).not.toContain('unshared');
+    expect(ul[0]).toMatch(/Seccomp:\s+0/);
+    expect(ul).toContain('unshared');
+  });
+
+  it('enforces a memory limit and reports OOMKilled', async () => {
+    const pod = await runPod();
+    const id = await run(
+      pod,
+      containerConfig('oom', {
+        ...sh('x=0123456789abcdef; while :; do x=$x$x; done'),
+        linux: { resources: { memoryLimitInBytes: BigInt(32 * 1024 * 1024) } },
+      }),
+    );
+    const s = await waitExited(id, d, 60_000);
+    expect(s.reason).toBe('OOMKilled');
+    expect(s.exitCode).toBe(137);
+  });
+
+  it('lets two containers of one pod talk over localhost', async () => {
+    const pod = await runPod();
+    await run(
+      pod,
+      containerConfig('server', sh('echo shared-localhost > /tmp/index.html; exec httpd -f -p 8080 -h /tmp')),
+    );
+    const client = await run(pod, containerConfig('client', { command: ['sleep', '1000'] }));
+    let out = '';
+    for (let i = 0; i < 50 && !out.includes('shared-localhost'); i++) {
+      const res = await d.cri.runtime.execSync({
+        containerId: client,
+        cmd: ['wget', '-qO-', 'http://127.0.0.1:8080/index.html'],
+        timeout: 5n,
+      });
+      out = res.stdout.toString();
+      if (!out) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(out).toBe('shared-localhost\n');
+  });
+});
+
+describe('ExecSync and logs', () => {
+  it('returns output and exit code; a missing command is a non-zero exit, not an error; a timeout kills', async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('exec', { command: ['sleep', '1000'] }));
+    const res = await d.cri.runtime.execSync({
+      containerId: id,
+      cmd: ['sh', '-c', 'echo out; echo err >&2; exit 7'],
+      timeout: 10n,
+    });
+    expect(res.stdout.toString()).toBe('out\n');
+    expect(res.stderr.toString()).toBe('err\n');
+    expect(res.exitCode).toBe(7);
+
+    const missing = await d.cri.runtime.execSync({ containerId: id, cmd: ['/no/such/binary'], timeout: 10n });
+    expect(missing.exitCode).not.toBe(0);
+    expect(`${missing.stdout.toString()}${missing.stderr.toString()}`).toMatch(/no such file|not found/i);
+
+    const timedOut = await failure(
+      d.cri.runtime.execSync({ containerId: id, cmd: ['sleep', '77'], timeout: 1n }),
+    );
+    expect(timedOut.code).toBe(grpcStatus.DEADLINE_EXCEEDED);
+    const ps = await d.cri.runtime.execSync({ containerId: id, cmd: ['ps', '-o', 'args'], timeout: 10n });
+    expect(ps.stdout.toString()).not.toContain('sleep 77');
+
+    await d.cri.runtime.stopContainer({ containerId: id, timeout: 0n });
+    const stopped = await failure(d.cri.runtime.execSync({ containerId: id, cmd: ['true'], timeout: 5n }));
+    expect(stopped.code).toBe(grpcStatus.FAILED_PRECONDITION);
+  });
+
+  it('reopens the log after kubelet rotates it (ReopenContainerLog)', async () => {
+    const pod = await runPod();
+    const id = await run(
+      pod,
+      containerConfig('rotate', sh('i=0; while :; do echo line$i; i=$((i+1)); sleep 0.05; done')),
+    );
+    const s = await status(id);
+    await new Promise((r) => setTimeout(r, 300));
+    await rename(s.logPath, `${s.logPath}.1`);
+    await d.cri.runtime.reopenContainerLog({ containerId: id });
+    await new Promise((r) => setTimeout(r, 400));
+    const fresh = parseLog(await readFile(s.logPath, 'utf8'));
+    const old = parseLog(await readFile(`${s.logPath}.1`, 'utf8'));
+    expect(fresh.length).toBeGreaterThan(0);
+    expect(old.length).toBeGreaterThan(0);
+    const n = (l: { line: string }) => Number(l.line.slice(4));
+    expect(n(fresh[0] as { line: string })).toBeGreaterThan(n(old[old.length - 1] as { line: string }));
+    await d.cri.runtime.stopContainer({ containerId: id, timeout: 0n });
+  });
+
+  it('splits long lines into P partials ending with an F', async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('long', sh('head -c 20000 /dev/zero | tr "\\0" x; echo')));
+    const s = await waitExited(id);
+    const lines = parseLog(await readFile(s.logPath, 'utf8'));
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines.slice(0, -1).every((l) => l.tag === 'P')).toBe(true);
+    expect(lines.at(-1)?.tag).toBe('F');
+    expect(lines.map((l) => l.line).join('')).toBe('x'.repeat(20000));
+  });
+});
+
+describe('pods and containers together', () => {
+  it('StopPodSandbox kills its containers; RemovePodSandbox removes them', async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('inpod', { command: ['sleep', '1000'] }));
+    const pid = await pidOf(id);
+    await d.cri.runtime.stopPodSandbox({ podSandboxId: pod.id });
+    expect(alive(pid)).toBe(false);
+    expect((await status(id)).state).toBe(ContainerState.CONTAINER_EXITED);
+    await d.cri.runtime.removePodSandbox({ podSandboxId: pod.id });
+    expect((await failure(status(id))).code).toBe(grpcStatus.NOT_FOUND);
+  });
+
+  it('shares the pod PID namespace when asked', async () => {
+    const pod = await runPod(d, '', {
+      linux: PodSandboxConfigMsg.fromPartial({
+        linux: { securityContext: { namespaceOptions: { pid: NamespaceMode.POD } } },
+      }).linux,
+    });
+    // kubelet sets the container's PID mode to POD too when the pod shares its PID namespace.
+    const shared = { securityContext: { namespaceOptions: { pid: NamespaceMode.POD } } };
+    const a = await run(pod, containerConfig('a', { command: ['sleep', '1001'], linux: shared }));
+    const res = await d.cri.runtime.execSync({ containerId: a, cmd: ['ps', '-o', 'args'], timeout: 10n });
+    expect(res.stdout.toString()).toContain('sleep 1001');
+    await run(pod, containerConfig('b', { command: ['sleep', '1002'], linux: shared }));
+    const both = await d.cri.runtime.execSync({ containerId: a, cmd: ['ps', '-o', 'args'], timeout: 10n });
+    expect(both.stdout.toString()).toContain('sleep 1002');
+  });
+});
+
+describe('runsc (gVisor)', () => {
+  it('starts, logs, execs and stops a container under runsc', async () => {
+    const pod = await runPod(d, 'runsc');
+    const id = await run(
+      pod,
+      containerConfig('gvisor', sh('echo from-gvisor; dmesg 2>/dev/null | head -1; exec sleep 1000')),
+    );
+    const res = await d.cri.runtime.execSync({
+      containerId: id,
+      cmd: ['echo', 'exec-in-gvisor'],
+      timeout: 30n,
+    });
+    expect(res.stdout.toString()).toBe('exec-in-gvisor\n');
+    await d.cri.runtime.stopContainer({ containerId: id, timeout: 2n });
+    const s = await status(id);
+    expect(s.state).toBe(ContainerState.CONTAINER_EXITED);
+    const lines = parseLog(await readFile(s.logPath, 'utf8')).map((l) => l.line);
+    expect(lines[0]).toBe('from-gvisor');
+  });
+});
+
+describe('recovery', () => {
+  it('after kill -9 of skiff, running containers still run, exits during downtime are reported, logs go on', async () => {
+    const t = await startDaemon();
+    try {
+      await pull(t, busybox);
+      const pod = await runPod(t);
+      const runner = await run(
+        pod,
+        containerConfig('runner', sh('i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.1; done')),
+        t,
+      );
+      const quitter = await run(
+        pod,
+        containerConfig('quitter', sh('read x < /dev/null; sleep 1; exit 5')),
+        t,
+      );
+      const pid = await pidOf(runner, t);
+      process.kill(t.pid, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 2000));
+      expect(alive(pid)).toBe(true);
+      const t2 = await startDaemon({ dir: t.dir, net: t.net });
+      try {
+        expect((await status(runner, t2)).state).toBe(ContainerState.CONTAINER_RUNNING);
+        const q = await status(quitter, t2);
+        expect(q.state).toBe(ContainerState.CONTAINER_EXITED);
+        expect(q.exitCode).toBe(5);
+        const before = (await readFile((await status(runner, t2)).logPath, 'utf8')).length;
+        await new Promise((r) => setTimeout(r, 500));
+        expect((await readFile((await status(runner, t2)).logPath, 'utf8')).length).toBeGreaterThan(before);
+        // The restarted daemon still watches exits.
+        await t2.cri.runtime.stopContainer({ containerId: runner, timeout: 0n });
+        expect(alive(pid)).toBe(false);
+        expect((await status(runner, t2)).exitCode).toBe(137);
+      } finally {
+        await cleanupDaemon(t2);
+        await t2.stop();
+      }
+    } finally {
+      if (alive(t.pid)) await cleanupDaemon(t);
+      await rm(t.dir, { recursive: true, force: true });
+    }
+  });
+});
