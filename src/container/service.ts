@@ -28,7 +28,7 @@ import type { OciRuntime, RuntimeHandler, RuntimeTarget } from '../oci/runtime.j
 import { buildSpec, toLinuxResources } from '../oci/spec/build.js';
 import type { ContainerConfig, ContainerResources } from '../oci/spec/container-config.js';
 import type { SandboxRecord } from '../sandbox/record.js';
-import type { SandboxService } from '../sandbox/service.js';
+import { podHostname, type SandboxService } from '../sandbox/service.js';
 import { mount, overlayMount, unmount } from '../snapshot/mount.js';
 import type { SnapshotStore } from '../snapshot/snapshots.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
@@ -271,7 +271,7 @@ export class ContainerService {
         rootfs,
         sandbox: {
           id: sandboxId,
-          hostname: sc.hostname || sc.name,
+          hostname: podHostname(sc),
           namespaces: sandbox.status.namespaces,
           hostNetwork: sc.namespaces.network === 'node',
           hostIpc: sc.namespaces.ipc === 'node',

@@ -885,7 +885,22 @@ function runInGroup(
       if (leader === undefined) return;
       void (async () => {
         const execPid = await readPidFile(o.pidFile);
-        if (execPid !== undefined && (await procStat(execPid))?.ppid === leader) killGroup(execPid);
+        if (execPid !== undefined && (await procStat(execPid))?.ppid === leader) {
+          // Kill the command first and let runc, its parent, reap it and exit: killing runc too would
+          // reparent the command to the container's PID 1, which (a `top`, a `sleep`) may never reap
+          // it, and a zombie still shows in `ps` (critest "execSync with timeout" checks for that).
+          killGroup(execPid);
+          const reaped = await new Promise<boolean>((done) => {
+            const t = setTimeout(() => {
+              done(false);
+            }, 2000);
+            child.once('exit', () => {
+              clearTimeout(t);
+              done(true);
+            });
+          });
+          if (reaped) return;
+        }
         killGroup(leader);
       })();
     }, o.timeoutMs);

@@ -18,6 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
@@ -361,8 +362,12 @@ function describe(c: SandboxConfig): string {
   return `"${c.namespace}/${c.name}" (uid ${c.uid}, attempt ${c.attempt})`;
 }
 
-function podHostname(c: SandboxConfig): string {
-  return c.hostname || c.name;
+/**
+ * The pod's hostname: the one asked for, else the node's, as containerd does (kubelet always sets one;
+ * crictl and critest pods often do not, and their names are no valid hostnames).
+ */
+export function podHostname(c: SandboxConfig): string {
+  return c.hostname || hostname();
 }
 
 function nowNs(): bigint {

@@ -126,9 +126,18 @@ function userString(req: UserRequest): { user: string; group: string; source: st
     group = parts[1] ?? '';
     source = 'the image';
   }
-  // run_as_group overrides the primary group whichever user string applies (Kubernetes: it also applies
-  // to the image's user when runAsUser is unset, as CRI-O and Docker do; containerd refuses that case).
-  if (req.runAsGroup !== undefined) group = String(req.runAsGroup);
+  // run_as_group overrides the primary group of an explicit user only. Without run_as_user or
+  // run_as_username it is refused, as containerd does and the CRI conformance suite expects
+  // ("runtime should return error if RunAsGroup is set without RunAsUser").
+  if (req.runAsGroup !== undefined) {
+    if (source === 'the image') {
+      throw new SkiffError(
+        'invalid-argument',
+        `run_as_group ${req.runAsGroup} is set without run_as_user or run_as_username; set the user too (runAsUser in the pod spec)`,
+      );
+    }
+    group = String(req.runAsGroup);
+  }
   return { user, group, source };
 }
 
