@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type ContainerConfig,
   ContainerConfig as ContainerConfigMsg,
+  ContainerEventType,
   ContainerState,
   type ContainerStatus,
   NamespaceMode,
@@ -532,6 +533,77 @@ describe('runsc (gVisor)', () => {
   });
 });
 
+describe('stats, updates and events', () => {
+  it('reports non-zero cpu, memory and writable-layer usage for a busy container, and pod stats', async () => {
+    const pod = await runPod();
+    const id = await run(
+      pod,
+      containerConfig('busy', sh('head -c 3000000 /dev/zero > /tmp/fill; while :; do :; done')),
+    );
+    await new Promise((r) => setTimeout(r, 1200));
+    const first = (await d.cri.runtime.containerStats({ containerId: id })).stats;
+    await new Promise((r) => setTimeout(r, 1200));
+    const [second] = (
+      await d.cri.runtime.listContainerStats({
+        filter: { id, podSandboxId: '', labelSelector: {} },
+      })
+    ).stats;
+    expect(first?.attributes?.id).toBe(id);
+    expect(first?.cpu?.usageCoreNanoSeconds?.value ?? 0n).toBeGreaterThan(0n);
+    expect(second?.cpu?.usageNanoCores?.value ?? 0n).toBeGreaterThan(100_000_000n); // > 0.1 core
+    expect(second?.memory?.workingSetBytes?.value ?? 0n).toBeGreaterThan(0n);
+    expect(second?.writableLayer?.usedBytes?.value ?? 0n).toBeGreaterThanOrEqual(3_000_000n);
+    const podStats = (await d.cri.runtime.podSandboxStats({ podSandboxId: pod.id })).stats;
+    expect(podStats?.attributes?.id).toBe(pod.id);
+    expect(podStats?.linux?.containers.map((c) => c.attributes?.id)).toEqual([id]);
+    expect(podStats?.linux?.network?.defaultInterface?.name).toBe('eth0');
+    await d.cri.runtime.stopContainer({ containerId: id, timeout: 0n });
+  });
+
+  it("updates a running container's memory limit in its cgroup (UpdateContainerResources)", async () => {
+    const pod = await runPod();
+    const id = await run(pod, containerConfig('update', { command: ['sleep', '1000'] }));
+    const info = JSON.parse(
+      (await d.cri.runtime.containerStatus({ containerId: id, verbose: true })).info.info ?? '{}',
+    ) as { cgroupsPath: string };
+    const limitFile = join('/sys/fs/cgroup/memory', info.cgroupsPath, 'memory.limit_in_bytes');
+    await d.cri.runtime.updateContainerResources({
+      containerId: id,
+      linux: ContainerConfigMsg.fromPartial({
+        linux: { resources: { memoryLimitInBytes: BigInt(64 * 1024 * 1024) } },
+      }).linux?.resources,
+      windows: undefined,
+      annotations: {},
+    });
+    expect(readFileSync(limitFile, 'utf8').trim()).toBe(String(64 * 1024 * 1024));
+    await d.cri.runtime.stopContainer({ containerId: id, timeout: 0n });
+  });
+
+  it('streams created, started, stopped and deleted events in order (GetContainerEvents)', async () => {
+    const watch = d.cri.watchContainerEvents();
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      const pod = await runPod();
+      const id = await run(pod, containerConfig('events', sh('exit 0')));
+      await waitExited(id);
+      await d.cri.runtime.removeContainer({ containerId: id });
+      const deadline = Date.now() + 10_000;
+      const mine = () => watch.events.filter((e) => e.containerId === id);
+      while (mine().length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(mine().map((e) => e.containerEventType)).toEqual([
+        ContainerEventType.CONTAINER_CREATED_EVENT,
+        ContainerEventType.CONTAINER_STARTED_EVENT,
+        ContainerEventType.CONTAINER_STOPPED_EVENT,
+        ContainerEventType.CONTAINER_DELETED_EVENT,
+      ]);
+      expect(mine()[2]?.containersStatuses[0]?.state).toBe(ContainerState.CONTAINER_EXITED);
+      expect(mine()[0]?.podSandboxStatus?.id).toBe(pod.id);
+    } finally {
+      watch.cancel();
+    }
+  });
+});
+
 describe('recovery', () => {
   it('after kill -9 of skiff, running containers still run, exits during downtime are reported, logs go on', async () => {
     const t = await startDaemon();
@@ -571,6 +643,46 @@ describe('recovery', () => {
       }
     } finally {
       if (alive(t.pid)) await cleanupDaemon(t);
+      await rm(t.dir, { recursive: true, force: true });
+    }
+  });
+
+  it('after kill -9 during concurrent CreateContainers, a restart leaves only complete containers and no leftovers', async () => {
+    const t = await startDaemon();
+    try {
+      await pull(t, busybox);
+      const pod = await runPod(t);
+      const creates = Array.from({ length: 6 }, (_, i) =>
+        create(pod, containerConfig(`racer${i}`, { command: ['sleep', '1000'] }), t).catch(() => undefined),
+      );
+      await new Promise((r) => setTimeout(r, 150));
+      process.kill(t.pid, 'SIGKILL');
+      await Promise.all(creates);
+      const t2 = await startDaemon({ dir: t.dir, net: t.net });
+      try {
+        const listed = (await t2.cri.runtime.listContainers({ filter: undefined })).containers.map(
+          (c) => c.id,
+        );
+        // Every dir left is a listed container's; every listed container is whole (CREATED, its runtime
+        // container known) and removable; no mount of a container that is not listed.
+        expect(readdirSync(join(t.root, 'containers')).sort()).toEqual([...listed].sort());
+        expect(readdirSync(join(t.state, 'containers')).sort()).toEqual([...listed].sort());
+        for (const id of listed) {
+          expect((await status(id, t2)).state).toBe(ContainerState.CONTAINER_CREATED);
+        }
+        const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+          .split('\n')
+          .map((l) => l.split(' ')[4] ?? '')
+          .filter((m) => m.startsWith(`${t.state}/containers/`))
+          .map((m) => m.split('/').at(-3));
+        for (const id of mounted) expect(listed).toContain(id);
+        for (const id of listed) await t2.cri.runtime.removeContainer({ containerId: id });
+        expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(`${t.state}/containers/`);
+      } finally {
+        await cleanupDaemon(t2);
+        await t2.stop();
+      }
+    } finally {
       await rm(t.dir, { recursive: true, force: true });
     }
   });
