@@ -13,7 +13,7 @@
  *       pids.current
  *   v2: cpu.stat usage_usec; memory.current, memory.max, memory.stat; pids.current; {cpu,memory,io}.pressure
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { SkiffError } from '../errdefs.js';
 
@@ -288,4 +288,56 @@ export function parsePsi(text: string | undefined): Psi | undefined {
     };
   }
   return psi.some || psi.full ? psi : undefined;
+}
+
+/**
+ * Moves `pid` into the cgroup `cgroupsPath` (a cgroupfs path or a systemd slice, expanded as above),
+ * creating it where missing: on v2 the one hierarchy; on v1 every mounted controller hierarchy except
+ * the unified one (as runc's cgroupfs manager joins them all). Used for the pod's infra process, which
+ * belongs in the pod cgroup kubelet made (`cgroup_parent`), like containerd's pause container.
+ */
+export async function joinCgroup(
+  pid: number,
+  cgroupsPath: string,
+  driver: CgroupDriver,
+  where: CgroupLocation,
+): Promise<void> {
+  const root = where.root ?? DEFAULT_CGROUP_ROOT;
+  const path = cgroupPath(cgroupsPath, driver);
+  const hierarchies = where.v2
+    ? [root]
+    : (await readdir(root, { withFileTypes: true }))
+        .filter((e) => e.isDirectory() && e.name !== 'unified')
+        .map((e) => posix.join(root, e.name));
+  for (const h of hierarchies) {
+    const dir = posix.join(h, path);
+    try {
+      await mkdir(dir, { recursive: true });
+      if (!where.v2 && posix.basename(h) === 'cpuset') await inheritCpuset(h, path);
+      await writeFile(posix.join(dir, 'cgroup.procs'), String(pid));
+    } catch (err) {
+      throw new SkiffError(
+        'failed-precondition',
+        `move process ${String(pid)} into cgroup ${dir}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+}
+
+/**
+ * A new v1 cpuset cgroup starts with empty cpus and mems, and no process may join it (ENOSPC); copy them
+ * down from the parent at each level, as runc's cpuset manager does.
+ */
+async function inheritCpuset(hierarchy: string, path: string): Promise<void> {
+  let parent = hierarchy;
+  for (const part of path.split('/').filter(Boolean)) {
+    const dir = posix.join(parent, part);
+    for (const file of ['cpuset.cpus', 'cpuset.mems']) {
+      if ((await readFile(posix.join(dir, file), 'utf8')).trim() === '') {
+        await writeFile(posix.join(dir, file), await readFile(posix.join(parent, file), 'utf8'));
+      }
+    }
+    parent = dir;
+  }
 }

@@ -17,12 +17,13 @@
  * stuck pods it causes).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import type { NetworkManager } from '../network/manager.js';
+import { joinCgroup } from '../oci/cgroups.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { Rollback } from '../util/rollback.js';
 import {
@@ -208,6 +209,12 @@ export class SandboxService {
       if (config.namespaces.pid === 'pod') {
         const infra = await startInfra(nsDir, pinned);
         rollback.add('stop infra', () => stopInfra(infra.pid, { startTime: infra.startTime }));
+        // The infra process belongs in the pod's cgroup, as containerd's pause container does.
+        if (config.cgroupParent) {
+          await joinCgroup(infra.pid, config.cgroupParent, this.o.cgroupDriver, {
+            v2: await isCgroupV2(),
+          });
+        }
         status.infra = { pid: infra.pid, startTime: infra.startTime };
         status.namespaces.pid = infra.pidNs;
       }
@@ -372,4 +379,11 @@ export function podHostname(c: SandboxConfig): string {
 
 function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
+}
+
+async function isCgroupV2(): Promise<boolean> {
+  return access('/sys/fs/cgroup/cgroup.controllers').then(
+    () => true,
+    () => false,
+  );
 }

@@ -512,6 +512,47 @@ describe('pods and containers together', () => {
   });
 });
 
+describe('cgroup_parent', () => {
+  it('puts the infra process and the containers under the pod cgroup (cgroupfs)', async () => {
+    const parent = `/skiff-test-${process.pid}-${Date.now()}`;
+    const hierarchies = readdirSync('/sys/fs/cgroup', { withFileTypes: true })
+      .filter((e) => e.isDirectory() && e.name !== 'unified')
+      .map((e) => join('/sys/fs/cgroup', e.name));
+    try {
+      const pod = await runPod(d, '', {
+        linux: PodSandboxConfigMsg.fromPartial({
+          linux: { cgroupParent: parent, securityContext: { namespaceOptions: { pid: NamespaceMode.POD } } },
+        }).linux,
+      });
+      const infraPid = (
+        JSON.parse(
+          (await d.cri.runtime.podSandboxStatus({ podSandboxId: pod.id, verbose: true })).info.info ?? '{}',
+        ) as { pid: number }
+      ).pid;
+      expect(infraPid).toBeGreaterThan(0);
+      expect(readFileSync(join('/sys/fs/cgroup/memory', parent, 'cgroup.procs'), 'utf8')).toContain(
+        String(infraPid),
+      );
+      const id = await run(pod, containerConfig('child', { command: ['sleep', '1000'] }));
+      const pid = await pidOf(id);
+      const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => /:memory:/.test(l));
+      expect(line).toContain(`:memory:${parent}/`);
+      await d.cri.runtime.removePodSandbox({ podSandboxId: pod.id });
+    } finally {
+      // Kubelet owns pod cgroups; the test removes the one it asked for (children first).
+      for (const h of hierarchies) {
+        const dir = join(h, parent);
+        if (!existsSync(dir)) continue;
+        for (const c of readdirSync(dir, { withFileTypes: true }))
+          if (c.isDirectory()) spawnSync('rmdir', [join(dir, c.name)]);
+        spawnSync('rmdir', [dir]);
+      }
+    }
+  });
+});
+
 describe('runsc (gVisor)', () => {
   it('starts, logs, execs and stops a container under runsc', async () => {
     const pod = await runPod(d, 'runsc');
