@@ -109,6 +109,17 @@ export class Daemon {
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
       cgroupDriver: config.cgroup_driver,
       shmSizeBytes: config.sandbox.shm_size,
+      ...(config.images.sandbox_image
+        ? {
+            infraContainer: {
+              start: (id, c, handler, status) => {
+                if (!late.containers) throw new Error('container service not started');
+                return late.containers.startInfra(id, c, handler, status);
+              },
+              remove: (id) => late.containers?.removeInfra(id) ?? Promise.resolve(),
+            },
+          }
+        : {}),
       containers: {
         stopAll: (id) => late.containers?.stopAll(id) ?? Promise.resolve(),
         removeAll: (id) => late.containers?.removeAll(id) ?? Promise.resolve(),
@@ -150,6 +161,7 @@ export class Daemon {
         ? (await readFile('/sys/fs/cgroup/cgroup.controllers', 'utf8')).includes('hugetlb')
         : await exists('/sys/fs/cgroup/hugetlb'),
       minOomScoreAdj,
+      sandboxImage: config.images.sandbox_image,
       seccompAvailable: /^Seccomp:/m.test(await readFile('/proc/self/status', 'utf8')),
     });
     late.containers = containers;

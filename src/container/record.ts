@@ -33,6 +33,8 @@ export interface ContainerMetadata {
   user: { uid: number; gid: number; additionalGids: number[] };
   /** Unix ns, decimal string. */
   createdAt: string;
+  /** The pod's pause container (`[images] sandbox_image`): owned by its sandbox, hidden from List. */
+  infra?: boolean;
 }
 
 export type ContainerState = 'created' | 'running' | 'exited' | 'unknown';

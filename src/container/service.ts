@@ -27,7 +27,7 @@ import type { Logger } from '../log.js';
 import type { OciRuntime, RuntimeHandler, RuntimeTarget } from '../oci/runtime.js';
 import { buildSpec, toLinuxResources } from '../oci/spec/build.js';
 import type { ContainerConfig, ContainerResources } from '../oci/spec/container-config.js';
-import type { SandboxRecord } from '../sandbox/record.js';
+import type { SandboxConfig, SandboxRecord, SandboxStatus } from '../sandbox/record.js';
 import { podHostname, type SandboxService } from '../sandbox/service.js';
 import { mount, overlayMount, unmount } from '../snapshot/mount.js';
 import type { SnapshotStore } from '../snapshot/snapshots.js';
@@ -65,6 +65,8 @@ export interface ContainerServiceOptions {
   /** The daemon's own oom_score_adj: without CAP_SYS_RESOURCE nothing can go lower. */
   minOomScoreAdj: number;
   seccompAvailable: boolean;
+  /** `[images] sandbox_image`, or '' for no pause container. */
+  sandboxImage?: string;
   /** How long a SIGKILLed container may take to be reported dead before Stop gives up. */
   killTimeoutMs?: number;
 }
@@ -127,6 +129,18 @@ export class ContainerService {
       await this.records.remove(id);
     }
     for (const r of this.records.list()) {
+      if (!this.o.sandboxes.records.get(r.metadata.sandboxId)) {
+        // Its sandbox was never completed (a RunPodSandbox interrupted after its pause container
+        // started) or is gone: nothing can reach this container any more.
+        this.o.log.info('removing a container whose pod sandbox is gone', { containerId: r.metadata.id });
+        await this.remove(r.metadata.id).catch((err: unknown) => {
+          this.o.log.warn('removing orphan container failed', {
+            containerId: r.metadata.id,
+            error: messageOf(err),
+          });
+        });
+        continue;
+      }
       if (r.status.state === 'exited') continue;
       await this.reconcile(r);
     }
@@ -212,7 +226,7 @@ export class ContainerService {
     });
   }
 
-  private async doCreate(sandbox: SandboxRecord, config: ContainerConfig): Promise<string> {
+  private async doCreate(sandbox: SandboxRecord, config: ContainerConfig, infra = false): Promise<string> {
     const sandboxId = sandbox.metadata.id;
     const image = this.o.images.status(config.image);
     if (!config.image) throw new SkiffError('invalid-argument', 'image.image must be set');
@@ -345,6 +359,7 @@ export class ContainerService {
             additionalGids: spec.process?.user.additionalGids ?? [],
           },
           createdAt: createdAt.toString(),
+          ...(infra ? { infra } : {}),
         },
         status: {
           version: CONTAINER_RECORD_VERSION,
@@ -588,6 +603,47 @@ export class ContainerService {
     await Promise.all(ids.map((id) => this.remove(id)));
   }
 
+  /**
+   * Runs the pod's pause container (`[images] sandbox_image`) while RunPodSandbox is still in progress:
+   * the sandbox has no record yet, so it is described by what the run has made so far. Pulls the image
+   * first if the node lacks it (kubelet never pulls the sandbox image; the runtime does, as containerd).
+   */
+  async startInfra(
+    sandboxId: string,
+    sc: SandboxConfig,
+    handler: string,
+    status: SandboxStatus,
+  ): Promise<{ containerId: string; pid: number }> {
+    const image = this.o.sandboxImage;
+    if (!image) throw new SkiffError('failed-precondition', 'no [images] sandbox_image is configured');
+    if (!this.o.images.status(image)) await this.o.images.pull(image);
+    const sandbox: SandboxRecord = {
+      metadata: {
+        version: 1,
+        id: sandboxId,
+        config: sc,
+        createdAt: nowNs().toString(),
+        runtimeHandler: handler,
+      },
+      status,
+    };
+    const id = await this.lock.run(`name:POD_${sandboxId}`, () =>
+      this.doCreate(sandbox, infraConfig(image, sc.namespaces.pid === 'node'), true),
+    );
+    try {
+      await this.startContainer(id);
+    } catch (err) {
+      await this.remove(id);
+      throw err;
+    }
+    return { containerId: id, pid: this.mustGet(id).status.pid };
+  }
+
+  /** Force-removes a pause container (StopPodSandbox); idempotent. */
+  async removeInfra(containerId: string): Promise<void> {
+    await this.remove(containerId);
+  }
+
   // ------------------------------------------------------------------------------------------------- read
 
   status(idOrPrefix: string): ContainerRecord {
@@ -600,7 +656,9 @@ export class ContainerService {
       idPrefix: filter.id,
       labels: filter.labels,
       where: (r) =>
-        (!sandboxId || r.metadata.sandboxId.startsWith(sandboxId)) && (!state || r.status.state === state),
+        !r.metadata.infra &&
+        (!sandboxId || r.metadata.sandboxId.startsWith(sandboxId)) &&
+        (!state || r.status.state === state),
     });
   }
 
@@ -718,6 +776,7 @@ export class ContainerService {
   }
 
   private emit(type: ContainerEventType, containerId: string, sandboxId: string): void {
+    if (this.records.get(containerId)?.metadata.infra) return; // kubelet does not know pause containers
     this.events.emit('event', { type, containerId, sandboxId, createdAt: nowNs() });
   }
 }
@@ -729,4 +788,55 @@ function imageRefOf(image: ImageRecord): string {
 
 function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
+}
+
+/** The pause container's request: the image's own command, defaults everywhere, its own PID namespace. */
+function infraConfig(image: string, hostPid: boolean): ContainerConfig {
+  return {
+    name: 'POD',
+    attempt: 0,
+    image,
+    command: [],
+    args: [],
+    workingDir: '',
+    envs: [],
+    mounts: [],
+    devices: [],
+    labels: {},
+    annotations: {},
+    logPath: '',
+    stdin: false,
+    stdinOnce: false,
+    tty: false,
+    stopSignal: '',
+    resources: {
+      cpuPeriod: 0,
+      cpuQuota: 0,
+      cpuShares: 2, // containerd's pause: the minimum weight, it never competes for CPU
+      memoryLimitInBytes: 0,
+      memorySwapLimitInBytes: 0,
+      oomScoreAdj: -998,
+      cpusetCpus: '',
+      cpusetMems: '',
+      hugepageLimits: [],
+      unified: {},
+    },
+    security: {
+      privileged: false,
+      capabilities: { add: [], drop: [], addAmbient: [] },
+      namespaces: { pid: hostPid ? 'node' : 'container', targetId: '' },
+      runAsUser: undefined,
+      runAsGroup: undefined,
+      runAsUsername: '',
+      runAsNonRoot: false,
+      readonlyRootfs: true,
+      supplementalGroups: [],
+      noNewPrivs: true,
+      maskedPaths: undefined,
+      readonlyPaths: undefined,
+      seccomp: { kind: 'runtime-default' },
+      apparmor: undefined,
+      selinux: undefined,
+    },
+  };
 }

@@ -279,6 +279,18 @@ export async function startInfra(dir: string, joinNs: PinnedNamespaces = {}): Pr
 }
 
 /**
+ * Pins the PID namespace of `pid` (a pause container's init) as `<dir>/pid`, for containers of a pod that
+ * shares its PID namespace to join by path, as startInfra pins catatonit's.
+ */
+export async function pinPidNamespace(dir: string, pid: number): Promise<string> {
+  const real = await prepareDir(dir);
+  const pidNs = join(real, 'pid');
+  await (await open(pidNs, 'w', 0o444)).close();
+  await mount(pidNs, { type: 'bind', source: `/proc/${pid}/ns/pid`, options: ['bind'] });
+  return pidNs;
+}
+
+/**
  * Stops the infra process `pid` with SIGKILL (by PID, never by name), waits until it is gone (the kernel
  * then kills whatever else ran in its PID namespace) and unpins its PID namespace: `opts.pidNs` when given,
  * and any `.../pid` nsfs pin of that namespace found in /proc/self/mountinfo.

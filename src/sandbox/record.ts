@@ -54,7 +54,7 @@ export interface SandboxStatus {
   /** Pinned namespace files (absent for the node's). */
   namespaces: { net?: string; ipc?: string; uts?: string; pid?: string };
   /** The process holding a shared PID namespace, with its start time to detect PID reuse. */
-  infra?: { pid: number; startTime: string };
+  infra?: { pid: number; startTime: string; containerId?: string };
   shmPath?: string;
   /** Why a recovered sandbox is not ready, for `crictl inspectp`. */
   reason?: string;

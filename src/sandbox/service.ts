@@ -35,7 +35,16 @@ import {
   unmountShm,
   writePodFiles,
 } from './files.js';
-import { isAlive, isPinned, pinNamespaces, startInfra, stopInfra, unpinNamespaces } from './namespaces.js';
+import {
+  isAlive,
+  isPinned,
+  pinNamespaces,
+  pinPidNamespace,
+  processStartTime,
+  startInfra,
+  stopInfra,
+  unpinNamespaces,
+} from './namespaces.js';
 import {
   SANDBOX_RECORD_VERSION,
   type SandboxConfig,
@@ -54,11 +63,28 @@ export interface SandboxServiceOptions {
   defaultRuntimeHandler: string;
   cgroupDriver: 'systemd' | 'cgroupfs';
   shmSizeBytes: number;
+  /**
+   * With `[images] sandbox_image`: runs the pause container that holds the pod (containerd's shape)
+   * instead of pinning without a process; the container service provides it.
+   */
+  infraContainer?: InfraContainerHook;
   /** Stops and removes the containers of a sandbox (the container service, once it exists). */
   containers?: {
     stopAll(sandboxId: string): Promise<void>;
     removeAll(sandboxId: string): Promise<void>;
   };
+}
+
+export interface InfraContainerHook {
+  /** Creates and starts the pause container in the pod's pinned namespaces; its init's pid. */
+  start(
+    sandboxId: string,
+    config: SandboxConfig,
+    handler: string,
+    status: SandboxStatus,
+  ): Promise<{ containerId: string; pid: number }>;
+  /** Force-removes it; idempotent. */
+  remove(containerId: string): Promise<void>;
 }
 
 export interface SandboxFilter {
@@ -206,7 +232,7 @@ export class SandboxService {
         namespaces: { ...pinned },
       };
 
-      if (config.namespaces.pid === 'pod') {
+      if (config.namespaces.pid === 'pod' && !this.o.infraContainer) {
         const infra = await startInfra(nsDir, pinned);
         rollback.add('stop infra', () => stopInfra(infra.pid, { startTime: infra.startTime }));
         // The infra process belongs in the pod's cgroup, as containerd's pause container does.
@@ -251,6 +277,25 @@ export class SandboxService {
           hosts: renderHosts(hostname, status.ips),
           resolvConf: renderResolvConf(config.dns, hostResolv),
         });
+      }
+
+      const pause = this.o.infraContainer;
+      if (pause) {
+        // The pause container joins the pinned net/ipc/uts and makes its own PID namespace, which is the
+        // pod's when the pod shares one (pinned like catatonit's); its cgroup is under cgroup_parent.
+        const infra = await pause.start(id, config, handler, status);
+        rollback.add('remove pause container', () => pause.remove(infra.containerId));
+        const startTime = await processStartTime(infra.pid);
+        if (startTime === undefined) {
+          throw new SkiffError('unknown', `pause container ${infra.containerId} exited at once`);
+        }
+        status.infra = { pid: infra.pid, startTime, containerId: infra.containerId };
+        if (config.namespaces.pid === 'pod') {
+          status.namespaces.pid = await pinPidNamespace(nsDir, infra.pid);
+          rollback.add('unpin pid namespace', () =>
+            stopInfra(infra.pid, { startTime, pidNs: status.namespaces.pid }),
+          );
+        }
       }
 
       await this.records.create({
@@ -314,6 +359,11 @@ export class SandboxService {
     };
     await attempt('cni del', () => this.o.network.detach({ sandboxId: id, netnsPath: join(nsDir, 'net') }));
     const infra = s?.infra;
+    const pause = this.o.infraContainer;
+    if (infra?.containerId && pause) {
+      const containerId = infra.containerId;
+      await attempt('remove pause container', () => pause.remove(containerId));
+    }
     if (infra) {
       await attempt('stop infra', () =>
         stopInfra(infra.pid, { startTime: infra.startTime, pidNs: s.namespaces.pid }),

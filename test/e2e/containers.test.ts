@@ -35,8 +35,9 @@ let logDir: string | undefined;
 let busybox: string;
 let withUser: string;
 
-function toml(net: number): string {
+function toml(net: number, extra = ''): string {
   return [
+    extra,
     `[network]`,
     `default_subnet = "10.234.${net}.0/24"`,
     `bridge_name = "skc${net}"`,
@@ -49,10 +50,13 @@ function toml(net: number): string {
   ].join('\n');
 }
 
-async function startDaemon(reuse?: { dir: string; net: number }): Promise<TestDaemon & { net: number }> {
+async function startDaemon(
+  reuse?: { dir: string; net: number },
+  extraToml = '',
+): Promise<TestDaemon & { net: number }> {
   const net = reuse?.net ?? (netCounter = (netCounter + 1) % 250);
   bridges.push(`skc${net}`);
-  const t = await startChildDaemon({ extraToml: toml(net), ...(reuse ? { dir: reuse.dir } : {}) });
+  const t = await startChildDaemon({ extraToml: toml(net, extraToml), ...(reuse ? { dir: reuse.dir } : {}) });
   return Object.assign(t, { net });
 }
 
@@ -549,6 +553,45 @@ describe('cgroup_parent', () => {
           if (c.isDirectory()) spawnSync('rmdir', [join(dir, c.name)]);
         spawnSync('rmdir', [dir]);
       }
+    }
+  });
+});
+
+describe('sandbox_image', () => {
+  it('runs a pause container that holds the pod, pulled on demand and hidden from ListContainers', async () => {
+    const pauseRef = `${registry?.host ?? ''}/${fixtureRefs.pause}`;
+    const t = await startDaemon(undefined, `[images]\nsandbox_image = "${pauseRef}"\n`);
+    try {
+      await pull(t, busybox);
+      const pod = await runPod(t, '', {
+        linux: PodSandboxConfigMsg.fromPartial({
+          linux: { securityContext: { namespaceOptions: { pid: NamespaceMode.POD } } },
+        }).linux,
+      });
+      const info = JSON.parse(
+        (await t.cri.runtime.podSandboxStatus({ podSandboxId: pod.id, verbose: true })).info.info ?? '{}',
+      ) as { pid: number };
+      expect(readFileSync(`/proc/${info.pid}/cmdline`, 'utf8').split('\0')).toContain('2147483647');
+      const images = await t.cri.image.listImages({ filter: undefined });
+      expect(images.images.flatMap((i) => i.repoTags)).toContain(pauseRef);
+      const shared = { securityContext: { namespaceOptions: { pid: NamespaceMode.POD } } };
+      const id = await run(pod, containerConfig('app', { command: ['sleep', '1000'], linux: shared }), t);
+      const ps = await t.cri.runtime.execSync({
+        containerId: id,
+        cmd: ['ps', '-o', 'pid,args'],
+        timeout: 10n,
+      });
+      expect(ps.stdout.toString()).toMatch(/^\s*1 \/bin\/sleep 2147483647$/m);
+      const listed = await t.cri.runtime.listContainers({ filter: undefined });
+      expect(listed.containers.map((c) => c.id)).toEqual([id]);
+      await t.cri.runtime.stopPodSandbox({ podSandboxId: pod.id });
+      expect(alive(info.pid)).toBe(false);
+      await t.cri.runtime.removePodSandbox({ podSandboxId: pod.id });
+      expect(readdirSync(join(t.root, 'containers'))).toEqual([]);
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(`${t.state}/`);
+    } finally {
+      await cleanupDaemon(t);
+      await t.stop();
     }
   });
 });
