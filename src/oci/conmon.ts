@@ -879,7 +879,7 @@ function runInGroup(
     let status: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let open = 2;
     let grace: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
+    const onTimeout = (): void => {
       timedOut = true;
       const leader = child.pid;
       if (leader === undefined) return;
@@ -903,7 +903,9 @@ function runInGroup(
         }
         killGroup(leader);
       })();
-    }, o.timeoutMs);
+    };
+    // ExecSync's timeout 0 means none (CRI: "0 to run forever").
+    const timer = o.timeoutMs > 0 ? setTimeout(onTimeout, o.timeoutMs) : undefined;
     const finish = (): void => {
       if (status === undefined) return;
       clearTimeout(timer);

@@ -439,6 +439,14 @@ describe('ExecSync and logs', () => {
     expect(res.stderr.toString()).toBe('err\n');
     expect(res.exitCode).toBe(7);
 
+    // Timeout 0 means no timeout (crictl exec -s sends 0 by default).
+    const untimed = await d.cri.runtime.execSync({
+      containerId: id,
+      cmd: ['sh', '-c', 'sleep 0.2; echo late'],
+      timeout: 0n,
+    });
+    expect(untimed.stdout.toString()).toBe('late\n');
+
     const missing = await d.cri.runtime.execSync({ containerId: id, cmd: ['/no/such/binary'], timeout: 10n });
     expect(missing.exitCode).not.toBe(0);
     expect(`${missing.stdout.toString()}${missing.stderr.toString()}`).toMatch(/no such file|not found/i);
