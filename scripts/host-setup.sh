@@ -10,6 +10,7 @@ packages=(
   containernetworking-plugins   # CNI plugins (bridge, host-local, portmap, loopback) in /usr/lib/cni
   catatonit                     # tiny init for pods that share a PID namespace without a pause image
   iproute2 iptables             # netns and port mappings
+  socat                         # port-forward: one socat per connection inside the pod's netns (nsenter: util-linux)
   attr                          # setfattr: xattrs and overlay opaque dirs when unpacking layers
   zstd                          # tests: zstd-compressed layers
   docker-registry skopeo        # tests: a loopback OCI registry and the tool that pushes images to it

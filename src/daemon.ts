@@ -10,6 +10,8 @@ import { imageService } from './cri/image-service.js';
 import { runtimeService } from './cri/runtime-service.js';
 import { type HandlerInfo, ContainerService } from './container/service.js';
 import { StatsCollector } from './container/stats.js';
+import { ContainerStreamRuntime } from './container/stream-runtime.js';
+import { StreamServer } from './streaming/server.js';
 import { ContentStore } from './image/content/store.js';
 import { ImageStore } from './image/image-store.js';
 import type { RegistryHostOptions } from './image/registry/hosts.js';
@@ -38,6 +40,7 @@ export class Daemon {
     private readonly log: Logger,
     private readonly registry: RegistryClient,
     private readonly containers: ContainerService,
+    private readonly streams: StreamServer,
   ) {}
 
   get socketPath(): string {
@@ -174,6 +177,19 @@ export class Daemon {
       log: log.child({ area: 'stats' }),
     });
 
+    const streams = new StreamServer({
+      address: config.stream.address,
+      port: config.stream.port,
+      ...(config.stream.tls_cert_file
+        ? { tlsCertFile: config.stream.tls_cert_file, tlsKeyFile: config.stream.tls_key_file }
+        : {}),
+      idleTimeoutMs: config.stream.idle_timeout,
+      tokenTtlMs: config.stream.token_ttl,
+      runtime: new ContainerStreamRuntime({ containers, sandboxes, log }),
+      log: log.child({ area: 'streaming' }),
+    });
+    await streams.start();
+
     const server = new CriServer({
       socketPath: config.grpc.address,
       log,
@@ -187,6 +203,7 @@ export class Daemon {
         sandboxes,
         containers,
         stats,
+        streams,
       }),
       image: imageService(images),
     });
@@ -197,13 +214,14 @@ export class Daemon {
       state: config.state,
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
     });
-    return new Daemon(server, log, registry, containers);
+    return new Daemon(server, log, registry, containers, streams);
   }
 
   /** Stops serving: in-flight calls get up to `graceMs`; containers keep running under conmon. */
   async stop(graceMs = 10_000): Promise<void> {
     this.log.info('skiff stopping');
     await this.server.stop(graceMs);
+    await this.streams.stop();
     this.containers.close();
     await this.registry.close();
     this.log.info('skiff stopped');

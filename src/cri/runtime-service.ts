@@ -19,6 +19,7 @@ import {
 } from './gen/runtime/v1/api.js';
 import type { RuntimeHandlers } from './server.js';
 import { statsHandlers } from './stats-service.js';
+import type { StreamServer } from '../streaming/server.js';
 
 export interface RuntimeServiceDeps {
   nodeStatus: NodeStatus;
@@ -30,6 +31,8 @@ export interface RuntimeServiceDeps {
   sandboxes: SandboxService;
   containers: ContainerService;
   stats: StatsCollector;
+  /** The streaming server Exec/Attach/PortForward hand URLs out on. */
+  streams: StreamServer;
 }
 
 /** StreamPodSandboxes sends at most this many sandboxes per message. */
@@ -238,6 +241,37 @@ export function runtimeService(deps: RuntimeServiceDeps): RuntimeHandlers {
       return {};
     },
 
+    exec: async (req) => {
+      const id = streamTarget(deps.containers, req, 'exec in');
+      if (req.cmd.length === 0)
+        throw new SkiffError('invalid-argument', `exec in container "${id}": cmd must not be empty`);
+      return { url: deps.streams.getExec({ ...req, containerId: id }) };
+    },
+
+    attach: async (req) => {
+      const id = streamTarget(deps.containers, req, 'attach to');
+      return { url: deps.streams.getAttach({ ...req, containerId: id }) };
+    },
+
+    portForward: async (req) => {
+      const r = deps.sandboxes.status(req.podSandboxId);
+      if (r.status.state !== 'ready') {
+        throw new SkiffError(
+          'failed-precondition',
+          `port-forward to pod sandbox "${r.metadata.id}": it is not ready`,
+        );
+      }
+      for (const p of req.port) {
+        if (!Number.isInteger(p) || p < 1 || p > 65535) {
+          throw new SkiffError(
+            'invalid-argument',
+            `port-forward to pod sandbox "${r.metadata.id}": invalid port ${p}`,
+          );
+        }
+      }
+      return { url: deps.streams.getPortForward({ podSandboxId: r.metadata.id, ports: req.port }) };
+    },
+
     runtimeConfig: async () => ({
       linux: {
         cgroupDriver: deps.cgroupDriver === 'systemd' ? CgroupDriver.SYSTEMD : CgroupDriver.CGROUPFS,
@@ -275,4 +309,37 @@ function listContainers(containers: ContainerService, filter: ContainerFilter | 
       labels: filter?.labelSelector,
     })
     .map(toCriContainer);
+}
+
+/**
+ * The checks containerd and the CRI contract make before handing out an exec/attach URL: the container
+ * exists and runs, at least one stream is asked for, and a tty is not combined with stderr (a terminal
+ * merges the two). Returns the full container id.
+ */
+function streamTarget(
+  containers: ContainerService,
+  req: { containerId: string; tty: boolean; stdin: boolean; stdout: boolean; stderr: boolean },
+  verb: string,
+): string {
+  const r = containers.status(req.containerId);
+  const id = r.metadata.id;
+  if (r.status.state !== 'running') {
+    throw new SkiffError(
+      'failed-precondition',
+      `${verb} container "${id}": it is ${r.status.state}, not running`,
+    );
+  }
+  if (!req.stdin && !req.stdout && !req.stderr) {
+    throw new SkiffError(
+      'invalid-argument',
+      `${verb} container "${id}": one of stdin, stdout or stderr must be set`,
+    );
+  }
+  if (req.tty && req.stderr) {
+    throw new SkiffError(
+      'invalid-argument',
+      `${verb} container "${id}": tty and stderr cannot both be set (a terminal carries stderr on stdout)`,
+    );
+  }
+  return id;
 }
