@@ -105,14 +105,24 @@ function shebangNodeFlags(script: string): string[] {
   return m ? (m[1] ?? '').trim().split(/\s+/).filter(Boolean) : [];
 }
 
+/** skiff's built-in default pod network, on its own bridge and subnet (`[network]`). */
+export interface SkiffNetwork {
+  bridge: string;
+  subnet: string;
+  /** An empty dir, so the built-in network is used rather than /etc/cni/net.d. */
+  confDir: string;
+}
+
 /**
  * skiff with built-in defaults except its paths and `info` logging (as a node would run it). `nodeArgs`
  * go to node before the script, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (not allowed in NODE_OPTIONS).
+ * Without `network` the `[network]` defaults apply (the benchmarks that run no pods never use it).
  */
 export async function startSkiff(
   skiffBin: string,
   base: RuntimeDirs,
   nodeArgs: string[] = [],
+  network?: SkiffNetwork,
 ): Promise<Runtime> {
   const root = join(base.rootBase, 'skiff');
   const state = join(base.stateBase, 'skiff');
@@ -130,6 +140,14 @@ export async function startSkiff(
       '[log]',
       'level = "info"',
       'format = "json"',
+      ...(network
+        ? [
+            '[network]',
+            `conf_dir = ${JSON.stringify(network.confDir)}`,
+            `default_subnet = ${JSON.stringify(network.subnet)}`,
+            `bridge_name = ${JSON.stringify(network.bridge)}`,
+          ]
+        : []),
       '',
     ].join('\n'),
   );
@@ -146,11 +164,31 @@ export async function startSkiff(
   });
 }
 
-/**
- * containerd (CRI plugin) for pulls from `registryHost` ('127.0.0.1:PORT') over plain HTTP. The CNI
- * config dir is left empty: the CRI plugin then reports NetworkReady=false, which does not stop pulls.
- */
-export async function startContainerd(registryHost: string, base: RuntimeDirs): Promise<Runtime> {
+/** A CNI bridge network for containerd's pods, in its own conf dir. */
+export interface ContainerdNetwork {
+  /** The network's name (host-local keys its leases and libcni its cache by it). */
+  name: string;
+  bridge: string;
+  subnet: string;
+}
+
+export interface ContainerdOptions {
+  /** `sandbox_image`, the pause image, in the loopback registry. Default: a name never pulled. */
+  sandboxImage?: string;
+  /**
+   * Pod network: written as `10-<name>.conflist` to its conf dir (bridge + host-local, then portmap, as
+   * ../shared/conformance/containerd-up.sh does; the CRI plugin runs the loopback plugin itself). Without
+   * it the conf dir is empty: the CRI plugin then reports NetworkReady=false, which does not stop pulls.
+   */
+  network?: ContainerdNetwork;
+}
+
+/** containerd (CRI plugin) pulling from `registryHost` ('127.0.0.1:PORT') over plain HTTP. */
+export async function startContainerd(
+  registryHost: string,
+  base: RuntimeDirs,
+  opts: ContainerdOptions = {},
+): Promise<Runtime> {
   const root = join(base.rootBase, 'containerd');
   const state = join(base.stateBase, 'containerd');
   const socket = join(state, 'containerd.sock');
@@ -174,6 +212,30 @@ export async function startContainerd(registryHost: string, base: RuntimeDirs): 
     ].join('\n'),
   );
   const q = JSON.stringify;
+  if (opts.network) {
+    const n = opts.network;
+    const conflist = {
+      cniVersion: '1.0.0',
+      name: n.name,
+      plugins: [
+        {
+          type: 'bridge',
+          bridge: n.bridge,
+          isGateway: true,
+          ipMasq: false,
+          hairpinMode: true,
+          ipam: {
+            type: 'host-local',
+            dataDir: join(root, 'cni-ipam'),
+            ranges: [[{ subnet: n.subnet }]],
+            routes: [{ dst: '0.0.0.0/0' }],
+          },
+        },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    };
+    await writeFile(join(netDir, `10-${n.name}.conflist`), `${JSON.stringify(conflist, null, 2)}\n`);
+  }
   await writeFile(
     configPath,
     [
@@ -189,8 +251,7 @@ export async function startContainerd(registryHost: string, base: RuntimeDirs): 
       '[plugins."io.containerd.internal.v1.opt"]',
       `  path = ${q(join(root, 'opt'))}`,
       '[plugins."io.containerd.grpc.v1.cri"]',
-      // Never pulled here: the bench runs no pods.
-      `  sandbox_image = "${registryHost}/skiff-bench/pause:none"`,
+      `  sandbox_image = ${q(opts.sandboxImage ?? `${registryHost}/skiff-bench/pause:none`)}`,
       '  stream_server_address = "127.0.0.1"',
       '  stream_server_port = "0"',
       '  restrict_oom_score_adj = true',

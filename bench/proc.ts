@@ -4,7 +4,7 @@
  * usage of a directory tree. Linux only; the memory and mount helpers need root.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { lstat, mkdir, readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -275,4 +275,121 @@ export function output(file: string, args: string[]): string {
 /** sync(1): flush dirty pages so writeback from one run does not land in the next run's timing. */
 export function syncDisks(): void {
   spawnSync('sync', [], { timeout: 120_000 });
+}
+
+/** Proportional set size of a process (smaps_rollup `Pss:`), KiB; 0 when the process is gone. */
+export function pssKiB(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m?.[1] ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** The process's argv ([] when it is gone). */
+export function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
+/** Every PID in /proc. */
+export function allPids(): number[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number);
+}
+
+/** Children, grandchildren, … of `pid` (from /proc/<pid>/task/<tid>/children), parents before children. */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const queue = childPids(pid);
+  while (queue.length) {
+    const p = queue.shift()!;
+    if (out.includes(p)) continue;
+    out.push(p);
+    queue.push(...childPids(p));
+  }
+  return out;
+}
+
+/** The inode of the process's network namespace (as `net:[N]` names it); undefined when it is gone. */
+export function netnsInode(pid: number): number | undefined {
+  try {
+    const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
+    return m?.[1] ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** SIGKILL to `pid`, ignoring a process that is already gone. */
+export function killPid(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
+/** The parent PID (proc(5) stat field 4); undefined when the process is gone. */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ticks of one process including its reaped children (utime + stime + cutime + cstime). */
+interface ProcTicks {
+  /** proc(5) stat field 22: tells a process from a later one with the same PID. */
+  start: string;
+  ticks: number;
+}
+
+/** Every user-space process's CPU ticks (own and reaped children's), by PID; kernel threads left out. */
+export function processTicks(): Map<number, ProcTicks> {
+  const out = new Map<number, ProcTicks>();
+  for (const pid of allPids()) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if ((Number(f[6]) & PF_KTHREAD) !== 0) continue;
+    out.set(pid, {
+      start: f[19] ?? '',
+      ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]),
+    });
+  }
+  return out;
+}
+
+/**
+ * CPU seconds that processes alive at both snapshots spent between them (with the children they reaped),
+ * leaving out `ours` and PID 1: other work on the machine. PID 1 reaps every orphan, ours included (conmon
+ * and the shims daemonize), so its share is returned apart: `orphans`, ours and others' mixed.
+ */
+export function otherCpuSince(
+  before: Map<number, ProcTicks>,
+  after: Map<number, ProcTicks>,
+  ours: ReadonlySet<number>,
+): { other: number; orphans: number } {
+  clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+  let ticks = 0;
+  let orphans = 0;
+  for (const [pid, a] of after) {
+    const b = before.get(pid);
+    if (ours.has(pid) || b?.start !== a.start) continue;
+    if (pid === 1) orphans += Math.max(0, a.ticks - b.ticks);
+    else ticks += Math.max(0, a.ticks - b.ticks);
+  }
+  return { other: ticks / clkTck, orphans: orphans / clkTck };
 }

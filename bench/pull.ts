@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: image pull, skiff vs containerd, reported as ratios (never part of `npm test`).
+ * The image pull benchmark of `npm run bench` (run by bench/main.ts; `BENCH_ONLY=pull` runs it alone):
+ * skiff vs containerd, reported as ratios (never part of `npm test`).
  *
  * Builds the workloads (bench/workloads.ts) once, pushes them to a loopback docker-registry, starts skiff
  * and containerd (CRI plugin) side by side on their own sockets and directories, then for each workload
@@ -23,28 +24,36 @@
  * daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/skiff-prof" to profile its pulls; such a run is not a
  * measurement to publish).
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { pushImage } from '../test/fixtures/image-builder.js';
 import { type Registry, startRegistry } from '../test/fixtures/registry.js';
-import { type Runtime, type RuntimeDirs, startContainerd, startSkiff } from './daemons.js';
+import {
+  DIRS,
+  commandLine,
+  envInt,
+  fsDescription,
+  fsModeFromEnv,
+  loadAverage,
+  log,
+  preflight,
+  prepareDirs,
+  removeBenchDirs,
+  repoRoot,
+  withCleanup,
+} from './common.js';
+import { type Runtime, startContainerd, startSkiff } from './daemons.js';
 import {
   cpuSeconds,
   cpuTimes,
-  detachLoopsUnder,
   diskUsage,
   kernelCpuSince,
   kernelThreadTicks,
   machineBusySeconds,
-  mountScratchExt4,
-  pidRuns,
   resetPeakRss,
   sampleRss,
   selfCpuSeconds,
   statusKiB,
   syncDisks,
-  unmountUnder,
 } from './proc.js';
 import {
   type PullSample,
@@ -56,75 +65,10 @@ import {
 } from './report.js';
 import { WORKLOADS, type Workload } from './workloads.js';
 
-/** Persistent side: the scratch filesystem's image and its mount point (the runtimes' roots and logs). */
-const BASE = '/var/lib/skiff-bench';
-const DIRS: RuntimeDirs = { rootBase: join(BASE, 'data'), stateBase: '/run/skiff-bench' };
-const BENCH_DIRS = [BASE, DIRS.stateBase];
-/** Size of the sparse scratch filesystem (it holds at most one pulled image per runtime at a time). */
-const SCRATCH_FS_BYTES = 8 * 2 ** 30;
 /** A removed image counts as gone once the runtime's root is back within this of its empty size. */
 const FREED_SLACK_BYTES = 16 * 2 ** 20;
 const FREE_TIMEOUT_MS = 60_000;
 const PULL_DEADLINE_MS = 10 * 60_000;
-
-function log(msg: string): void {
-  process.stderr.write(`[bench] ${msg}\n`);
-}
-
-function envInt(name: string, def: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name}=${raw}: want an integer ≥ ${min}`);
-  return n;
-}
-
-/** The repository root: the nearest ancestor of this file with skiff's package.json. */
-function repoRoot(): string {
-  for (let d = import.meta.dirname; ; d = dirname(d)) {
-    const pkg = join(d, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'skiff')
-      return d;
-    if (dirname(d) === d) throw new Error(`no skiff package.json above ${import.meta.dirname}`);
-  }
-}
-
-function preflight(skiffBin: string, fsMode: string): void {
-  if (process.getuid?.() !== 0)
-    throw new Error('the pull benchmark needs root (mounts, /proc/<pid>/clear_refs)');
-  if (!existsSync(skiffBin)) throw new Error(`${skiffBin} is missing: run "npm run build" first`);
-  for (const bin of ['/usr/bin/containerd', '/usr/bin/docker-registry', '/usr/bin/skopeo', '/bin/busybox']) {
-    if (!existsSync(bin))
-      throw new Error(`${bin} is missing (apt-get install containerd docker-registry skopeo busybox-static)`);
-  }
-  if (fsMode === 'loop' && !existsSync('/usr/sbin/mkfs.ext4') && !existsSync('/sbin/mkfs.ext4'))
-    throw new Error('mkfs.ext4 is missing (apt-get install e2fsprogs), or run with BENCH_FS=host');
-}
-
-/**
- * Refuses to run over a live bench; otherwise clears what a crashed one left. Then makes the runtimes'
- * root base: a fresh loop-mounted ext4 ('loop'), or a plain directory on the host's /var/lib ('host').
- */
-async function prepareDirs(fs: 'loop' | 'host'): Promise<void> {
-  if (existsSync(DIRS.stateBase)) {
-    for (const f of readdirSync(DIRS.stateBase).filter((n) => n.endsWith('.pid'))) {
-      const pid = Number(readFileSync(join(DIRS.stateBase, f), 'utf8').trim());
-      if (pid > 0 && (pidRuns(pid, 'containerd') || pidRuns(pid, 'main.js'))) {
-        throw new Error(`${join(DIRS.stateBase, f)}: PID ${pid} still runs; is another bench running?`);
-      }
-    }
-  }
-  await removeDirs();
-  for (const d of BENCH_DIRS) await mkdir(d, { recursive: true });
-  if (fs === 'loop') await mountScratchExt4(join(BASE, 'fs.img'), DIRS.rootBase, SCRATCH_FS_BYTES);
-  else await mkdir(DIRS.rootBase, { recursive: true });
-}
-
-async function removeDirs(): Promise<void> {
-  const left = [...unmountUnder(BENCH_DIRS), ...detachLoopsUnder(BASE)];
-  if (left.length) throw new Error(`still mounted, not removing the bench dirs: ${left.join(', ')}`);
-  for (const d of BENCH_DIRS) await rm(d, { recursive: true, force: true });
-}
 
 function imageSpec(image: string) {
   return { image, annotations: {}, userSpecifiedImage: '', runtimeHandler: '', imageRef: '' };
@@ -231,26 +175,18 @@ async function buildAndPush(workloads: readonly Workload[], registry: Registry):
   return facts;
 }
 
-function loadAverage(): string {
-  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-}
+const PULL_ENV = [
+  'BENCH_ONLY',
+  'BENCH_RUNS',
+  'BENCH_WARMUP',
+  'BENCH_WORKLOADS',
+  'BENCH_FS',
+  'BENCH_WRITE',
+  'BENCH_SKIFF_NODE_ARGS',
+] as const;
 
-function commandLine(): string {
-  const quote = (v: string): string => (/^[\w.,:/=+-]*$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
-  const env = [
-    'BENCH_RUNS',
-    'BENCH_WARMUP',
-    'BENCH_WORKLOADS',
-    'BENCH_FS',
-    'BENCH_WRITE',
-    'BENCH_SKIFF_NODE_ARGS',
-  ]
-    .filter((k) => process.env[k] !== undefined)
-    .map((k) => `${k}=${quote(process.env[k] ?? '')}`);
-  return [...env, 'npm run bench'].join(' ');
-}
-
-async function main(): Promise<void> {
+/** The image pull benchmark: writes the `pull` (or `pull-host-fs`) section of BENCHMARKS.md. */
+export async function runPullBench(): Promise<void> {
   const startedAt = new Date();
   const runs = envInt('BENCH_RUNS', 5, 1);
   const warmup = envInt('BENCH_WARMUP', 1, 0);
@@ -261,53 +197,24 @@ async function main(): Promise<void> {
       `BENCH_WORKLOADS=${names.join(',')}: known workloads are ${WORKLOADS.map((w) => w.name).join(', ')}`,
     );
   }
-  const fsMode = process.env.BENCH_FS ?? 'loop';
-  if (fsMode !== 'loop' && fsMode !== 'host') throw new Error(`BENCH_FS=${fsMode}: want loop or host`);
+  const fsMode = fsModeFromEnv();
   const root = repoRoot();
   const skiffBin = join(root, 'dist', 'src', 'main.js');
-  preflight(skiffBin, fsMode);
+  preflight('pull', skiffBin, fsMode, []);
 
   // Everything started is stopped in reverse order, on success, failure and SIGINT/SIGTERM alike.
-  const stops: { what: string; stop: () => Promise<unknown> }[] = [];
-  let cleaning: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaning ??= (async () => {
-      for (const s of stops.reverse()) {
-        await s.stop().catch((e: unknown) => {
-          log(`stopping ${s.what}: ${String(e)}`);
-        });
-      }
-      await removeDirs().catch((e: unknown) => {
-        log(String(e));
-        process.exitCode = 1;
-      });
-      const left = [...unmountUnder(BENCH_DIRS), ...detachLoopsUnder(BASE)];
-      if (left.length) {
-        log(`left mounted: ${left.join(', ')}`);
-        process.exitCode = 1;
-      }
-    })());
-  const onSignal = (sig: NodeJS.Signals): void => {
-    log(`${sig}: cleaning up`);
-    void cleanup().finally(() => {
-      process.kill(process.pid, sig); // the listener is gone (once): this ends the process with the signal
-    });
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-
-  try {
+  await withCleanup(removeBenchDirs, async (stops) => {
     await prepareDirs(fsMode);
     const registry = await startRegistry();
-    stops.push({ what: 'registry', stop: () => registry.stop() });
+    stops.push('registry', () => registry.stop());
     log(`registry on ${registry.host}`);
     const facts = await buildAndPush(workloads, registry);
 
     const nodeArgs = (process.env.BENCH_SKIFF_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
     const skiff = await startSkiff(skiffBin, DIRS, nodeArgs);
-    stops.push({ what: 'skiff', stop: () => skiff.stop() });
+    stops.push('skiff', () => skiff.stop());
     const containerd = await startContainerd(registry.host, DIRS);
-    stops.push({ what: 'containerd', stop: () => containerd.stop() });
+    stops.push('containerd', () => containerd.stop());
     log(`skiff PID ${skiff.pid}, containerd PID ${containerd.pid}`);
     const empty = new Map<Runtime, number>();
     for (const rt of [skiff, containerd]) empty.set(rt, (await diskUsage(rt.root)).bytes);
@@ -336,14 +243,11 @@ async function main(): Promise<void> {
     const results: Results = {
       repoRoot: root,
       fsMode,
-      fs:
-        fsMode === 'loop'
-          ? `a fresh ext4 with a journal (mkfs.ext4 defaults) in a sparse file (${SCRATCH_FS_BYTES / 2 ** 30} GiB) on the host's /var/lib, loop-mounted`
-          : "the host's /var/lib itself",
+      fs: fsDescription(fsMode),
       startedAt,
       loadBefore,
       loadAfter: loadAverage(),
-      command: commandLine(),
+      command: commandLine(PULL_ENV),
       runs,
       warmup,
       workloads: facts,
@@ -355,14 +259,5 @@ async function main(): Promise<void> {
       await writeReport(join(root, 'BENCHMARKS.md'), fsMode === 'loop' ? 'pull' : 'pull-host-fs', report);
       log('wrote BENCHMARKS.md');
     }
-  } finally {
-    await cleanup();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  });
 }
-
-main().catch((err: unknown) => {
-  log(err instanceof Error ? (err.stack ?? err.message) : String(err));
-  process.exitCode = 1;
-});

@@ -75,7 +75,7 @@ const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 const kibToMib = (kib: number): number => kib / 1024;
 const secs = (ms: number): string => (ms / 1000).toFixed(2);
 
-function machine(repoRoot: string, fs: string): string[] {
+export function machine(repoRoot: string, fs: string): string[] {
   const firstLine = (s: string): string => s.split('\n')[0] ?? '';
   const debian = (() => {
     try {
