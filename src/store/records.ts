@@ -101,7 +101,7 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
           labels.every(([k, v]) => r.metadata.config.labels[k] === v) &&
           (!where || where(r)),
       )
-      .sort((a, b) => (BigInt(a.metadata.createdAt) < BigInt(b.metadata.createdAt) ? -1 : 1));
+      .sort((a, b) => compareDecimal(a.metadata.createdAt, b.metadata.createdAt));
   }
 
   get(id: string): StoredRecord<M, S> | undefined {
@@ -153,4 +153,13 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
     await rm(join(this.dirOf(id), 'metadata.json'), { force: true });
     await rm(this.dirOf(id), { recursive: true, force: true });
   }
+}
+
+/**
+ * Orders two non-negative decimal strings numerically without parsing them: a shorter one is smaller,
+ * equal lengths compare as text. (Parsing createdAt into BigInts in every comparison was most of
+ * ListContainers' sort with 500 containers.)
+ */
+function compareDecimal(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
