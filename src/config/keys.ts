@@ -344,7 +344,7 @@ export const configRows: readonly Row[] = [
     'images.sandbox_image',
     str(),
     '',
-    'Image run as each pod\'s "pause" container, as containerd does: pulled on first use, joined to the pod\'s network, IPC and UTS namespaces, its PID namespace the pod\'s when the pod shares one, in the pod\'s cgroup, hidden from ListContainers. Empty means none: namespaces are pinned with bind mounts, without a process (catatonit only for a shared PID namespace), and nothing is pulled.',
+    "Image run as each pod's \"pause\" container, as containerd does: pulled on first use, joined to the pod's network, IPC and UTS namespaces, its PID namespace the pod's when the pod shares one, in the pod's cgroup, hidden from ListContainers. Empty means none: namespaces are pinned with bind mounts, without a process (catatonit only for a shared PID namespace), and nothing is pulled.",
   ),
   key(
     'images.max_concurrent_downloads',
