@@ -27,6 +27,7 @@ import type { Readable, Writable } from 'node:stream';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { run, type RunResult } from '../util/exec.js';
+import { execProcessSpec } from './exec-process.js';
 import {
   isNotFoundMessage,
   isNotRunningMessage,
@@ -476,7 +477,11 @@ export class ConmonRuntime implements OciRuntime {
     const name = `exec-${randomBytes(8).toString('hex')}`;
     const processFile = join(t.dir, `${name}.json`);
     const pidFile = join(t.dir, `${name}.pid`);
-    await writeFile(processFile, JSON.stringify(await this.execProcess(t, cmd, o, what)), { mode: 0o600 });
+    await writeFile(
+      processFile,
+      JSON.stringify(await execProcessSpec(t.bundle, cmd, { tty: false, env: o.env, cwd: o.cwd }, what)),
+      { mode: 0o600 },
+    );
     let res: GroupRunResult;
     try {
       const args = [
@@ -599,40 +604,6 @@ export class ConmonRuntime implements OciRuntime {
     }
   }
 
-  /** The container's process spec with the exec's command (CRI-O prepareProcessExec). */
-  private async execProcess(
-    t: RuntimeTarget,
-    cmd: string[],
-    o: { env?: string[]; cwd?: string; tty?: boolean },
-    what: string,
-  ): Promise<Record<string, unknown>> {
-    let spec: unknown;
-    try {
-      spec = JSON.parse(await readFile(join(t.bundle, 'config.json'), 'utf8'));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new SkiffError(
-        code === 'ENOENT' ? 'not-found' : 'unknown',
-        `${what}: read bundle config: ${messageOf(err)}`,
-      );
-    }
-    const base =
-      typeof spec === 'object' && spec !== null && 'process' in spec && typeof spec.process === 'object'
-        ? (spec.process as Record<string, unknown>)
-        : {};
-    const env = Array.isArray(base.env) ? base.env.filter((e): e is string => typeof e === 'string') : [];
-    const proc: Record<string, unknown> = {
-      ...base,
-      args: cmd,
-      // The container's own terminal setting must not leak into the exec (CRI-O does the same).
-      terminal: false,
-      env: mergeEnv(env, o.env ?? []),
-    };
-    if (o.cwd !== undefined && o.cwd !== '') proc.cwd = o.cwd;
-    delete proc.consoleSize;
-    return proc;
-  }
-
   private async runtime(t: RuntimeTarget, args: string[], opts: { input?: string } = {}): Promise<RunResult> {
     return run(t.handler.binaryPath, [...runtimeGlobalArgs(t.handler), ...args], {
       timeoutMs: this.commandTimeoutMs,
@@ -668,13 +639,6 @@ export class ConmonRuntime implements OciRuntime {
     if (this.log.isEnabled('warn')) return 'warning';
     return 'error';
   }
-}
-
-/** `later` overrides `base` per variable name, as kubelet's exec env does. */
-function mergeEnv(base: string[], later: string[]): string[] {
-  const name = (e: string): string => e.split('=', 1)[0] ?? e;
-  const override = new Set(later.map(name));
-  return [...base.filter((e) => !override.has(name(e))), ...later];
 }
 
 /** `SIGTERM`, `TERM` or `15` → 15; the number goes to the runtime, which every runtime accepts. */

@@ -35,6 +35,7 @@ import type { Readable, Writable } from 'node:stream';
 import type * as NodePty from 'node-pty';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
+import { execProcessSpec } from './exec-process.js';
 import { parseLogLine, runtimeErrorKind } from './runc-errors.js';
 import type { RuntimeTarget } from './runtime.js';
 import {
@@ -88,7 +89,7 @@ export async function execStream(
     pid: join(t.dir, `${name}.pid`),
     log: join(t.dir, `${name}.log`),
   };
-  const spec = await execProcessSpec(t.bundle, req.cmd, req.tty, what);
+  const spec = await execProcessSpec(t.bundle, req.cmd, { tty: req.tty }, what);
   try {
     await writeFile(files.process, JSON.stringify(spec), { mode: 0o600 });
     const args = [
@@ -337,38 +338,6 @@ async function killExec(runtimePid: number, pidFile: string, exited: Promise<num
     if (await Promise.race([exited.then(() => true), sleep(REAP_GRACE_MS).then(() => false)])) return;
   }
   killGroup(runtimePid);
-}
-
-/**
- * The container's process spec with the exec's command (CRI-O prepareProcessExec, as ConmonRuntime's
- * execSync): its user, cwd, capabilities, env and limits, `terminal` as asked; TERM=xterm for a tty
- * unless the container sets TERM (containerd does the same).
- */
-export async function execProcessSpec(
-  bundle: string,
-  cmd: string[],
-  tty: boolean,
-  what: string,
-): Promise<Record<string, unknown>> {
-  let spec: unknown;
-  try {
-    spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8'));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new SkiffError(
-      code === 'ENOENT' ? 'not-found' : 'unknown',
-      `${what}: read bundle config: ${messageOf(err)}`,
-    );
-  }
-  const base =
-    typeof spec === 'object' && spec !== null && 'process' in spec && typeof spec.process === 'object'
-      ? (spec.process as Record<string, unknown>)
-      : {};
-  const env = Array.isArray(base.env) ? base.env.filter((e): e is string => typeof e === 'string') : [];
-  if (tty && !env.some((e) => e.startsWith('TERM='))) env.push('TERM=xterm');
-  const proc: Record<string, unknown> = { ...base, args: cmd, terminal: tty, env };
-  delete proc.consoleSize;
-  return proc;
 }
 
 /** The errors the runtime logged (JSON lines, `--log-format json`); other lines and levels are not failures. */
