@@ -20,7 +20,7 @@ import {
   PodSandboxConfig as PodSandboxConfigMsg,
   SecurityProfile_ProfileType,
 } from '../../src/cri/gen/runtime/v1/api.js';
-import { failure } from '../fixtures/cri-client.js';
+import { failure, pullImage, removeAllPods } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon } from '../fixtures/daemon.js';
 import { fixtureRefs, pushAll } from '../fixtures/images.js';
 import { type Registry, startRegistry } from '../fixtures/registry.js';
@@ -61,9 +61,7 @@ async function startDaemon(
 }
 
 async function cleanupDaemon(t: TestDaemon): Promise<void> {
-  const pods = await t.cri.runtime.listPodSandbox({ filter: undefined }).catch(() => ({ items: [] }));
-  for (const p of pods.items)
-    await t.cri.runtime.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+  await removeAllPods(t.cri);
 }
 
 beforeAll(async () => {
@@ -90,14 +88,7 @@ afterAll(async () => {
 });
 
 async function pull(t: TestDaemon, image: string): Promise<void> {
-  await t.cri.image.pullImage(
-    {
-      image: { image, annotations: {}, userSpecifiedImage: '', runtimeHandler: '', imageRef: '' },
-      auth: undefined,
-      sandboxConfig: undefined,
-    },
-    { deadlineMs: 60_000 },
-  );
+  await pullImage(t.cri, image);
 }
 
 let podCounter = 0;

@@ -13,7 +13,7 @@ import {
   Protocol,
   SupplementalGroupsPolicy,
 } from '../../src/cri/gen/runtime/v1/api.js';
-import { failure } from '../fixtures/cri-client.js';
+import { failure, removeAllPods } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon, type TestDaemonOptions } from '../fixtures/daemon.js';
 
 /** Each daemon gets its own /24 so parallel leftovers cannot collide; traffic stays inside our netns. */
@@ -37,9 +37,7 @@ async function daemon(options: TestDaemonOptions & { cidr?: string } = {}): Prom
   });
   onTestFinished(async () => {
     // Remove every pod the test left, then stop, then delete the test's bridge.
-    const left = await d.cri.runtime.listPodSandbox({ filter: undefined }).catch(() => ({ items: [] }));
-    for (const p of left.items)
-      await d.cri.runtime.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+    await removeAllPods(d.cri);
     await d.stop();
     spawnSync('ip', ['link', 'del', bridge]);
   });

@@ -27,6 +27,7 @@ import type { RuntimeTarget } from '../../src/oci/runtime.js';
 import { SandboxRecords } from '../../src/sandbox/record.js';
 import type { TerminalSize } from '../../src/streaming/types.js';
 import { findExecutable } from '../../src/util/exec.js';
+import { pullImage, removeAllPods } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon } from '../fixtures/daemon.js';
 import { fixtureRefs, pushAll } from '../fixtures/images.js';
 import { type Registry, startRegistry } from '../fixtures/registry.js';
@@ -104,14 +105,7 @@ beforeAll(async () => {
     ].join('\n'),
   });
   busybox = `${registry.host}/${fixtureRefs.busybox}`;
-  await d.cri.image.pullImage(
-    {
-      image: { image: busybox, annotations: {}, userSpecifiedImage: '', runtimeHandler: '', imageRef: '' },
-      auth: undefined,
-      sandboxConfig: undefined,
-    },
-    { deadlineMs: 60_000 },
-  );
+  await pullImage(d.cri, busybox);
   const runc = await findExecutable('runc');
   if (runc === undefined) throw new Error('runc is not installed');
   view = new DiskView(d.root, d.state, { runc, runsc: await findExecutable('runsc') });
@@ -128,9 +122,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (d) {
-    const pods = await d.cri.runtime.listPodSandbox({ filter: undefined }).catch(() => ({ items: [] }));
-    for (const p of pods.items)
-      await d.cri.runtime.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+    await removeAllPods(d.cri);
     await d.stop();
   }
   spawnSync('ip', ['link', 'del', bridge]);

@@ -15,7 +15,7 @@ import {
   type PodSandboxConfig,
   PodSandboxConfig as PodSandboxConfigMsg,
 } from '../../src/cri/gen/runtime/v1/api.js';
-import { failure } from '../fixtures/cri-client.js';
+import { failure, pullImage, removeAllPods } from '../fixtures/cri-client.js';
 import { startChildDaemon, type TestDaemon } from '../fixtures/daemon.js';
 import { fixtureRefs, pushAll } from '../fixtures/images.js';
 import { type Registry, startRegistry } from '../fixtures/registry.js';
@@ -48,22 +48,13 @@ beforeAll(async () => {
     extraToml: `[network]\ndefault_subnet = "10.235.${NET}.0/24"\nbridge_name = "${BRIDGE}"\nconf_dir = "/nonexistent/skiff-test-cni"\n`,
   });
   busybox = `${reg.host}/${fixtureRefs.busybox}`;
-  await d.cri.image.pullImage(
-    {
-      image: { image: busybox, annotations: {}, userSpecifiedImage: '', runtimeHandler: '', imageRef: '' },
-      auth: undefined,
-      sandboxConfig: undefined,
-    },
-    { deadlineMs: 60_000 },
-  );
+  await pullImage(d.cri, busybox);
 }, 120_000);
 
 afterAll(async () => {
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- beforeAll may have failed early
   if (d) {
-    const pods = await d.cri.runtime.listPodSandbox({ filter: undefined }).catch(() => ({ items: [] }));
-    for (const p of pods.items)
-      await d.cri.runtime.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+    await removeAllPods(d.cri);
     await d.stop();
   }
   spawnSync('ip', ['link', 'del', BRIDGE]);
