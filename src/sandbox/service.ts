@@ -325,6 +325,10 @@ export class SandboxService {
     await this.lock.run(id, async () => {
       const r = this.records.get(id);
       if (!r) return;
+      // A sandbox this method already stopped (its teardown succeeded, then stoppedAt was recorded and
+      // its namespaces cleared) holds nothing: a repeated Stop, and the one RemovePodSandbox makes, need
+      // not run CNI DEL and the rest again. A recovered NOTREADY sandbox has no stoppedAt and is torn down.
+      if (r.status.stoppedAt !== undefined && Object.keys(r.status.namespaces).length === 0) return;
       await this.o.containers?.stopAll(id);
       await this.teardown(id, r.status);
       if (
