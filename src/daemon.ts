@@ -69,6 +69,8 @@ export class Daemon {
       bridgeName: config.network.bridge_name,
       enabled: config.network.enabled,
       log: log.child({ area: 'network' }),
+      // The sandbox service brings lo up in the helper run that makes the namespaces (one process, not two).
+      loopback: 'caller',
     });
     await network.init();
     const nodeStatus = new NodeStatus({

@@ -4,10 +4,12 @@
  *
  * Vocabulary. The *network* is one configuration list: the first file in conf_dir, or the embedded default
  * (a bridge with host-local addresses, then portmap). An *attachment* is one sandbox on that network,
- * identified by its sandbox ID (CNI_CONTAINERID) and interface name (SPEC §3). `lo` is brought up by the
- * `loopback` plugin separately, as containerd does, so it works also with pod networking disabled.
+ * identified by its sandbox ID (CNI_CONTAINERID) and interface name (SPEC §3). `lo` is brought up apart
+ * from the network, so it works also with pod networking disabled: by the `loopback` plugin, as containerd
+ * does, or, with `loopback: 'caller'` (the daemon's choice), by whoever made the namespace.
  *
- * Lifecycle. `attach` writes a cache record first, then runs loopback and the list's ADDs; on failure it
+ * Lifecycle. `attach` writes a cache record first, then runs loopback (unless the caller did) and the
+ * list's ADDs; on failure it
  * runs DEL for the whole list (SPEC §3 "A delete must still be executed even if the add fails") and drops
  * the record, so no lease or veth is left. `detach` runs DEL with what the record says ADD ran and returned
  * (libcni's cache), falling back to the current configuration, and drops the record only when every DEL
@@ -61,6 +63,13 @@ export interface NetworkManagerOptions {
   bridgeName?: string;
   /** Limit for one plugin run (default 60 s). */
   pluginTimeoutMs?: number;
+  /**
+   * Who brings `lo` up: `plugin` (default) runs the CNI `loopback` plugin (ADD in attach, DEL in detach);
+   * `caller` means the namespace arrives with `lo` up (skiff's sandbox service does it in the same helper
+   * run that creates the namespaces, sandbox/namespaces.ts), so no loopback run and no loopback binary is
+   * needed.
+   */
+  loopback?: 'plugin' | 'caller';
 }
 
 /** The CRI NetworkReady condition. */
@@ -158,7 +167,7 @@ export class NetworkManager {
   async status(): Promise<NetworkStatus> {
     const { binDirs } = this.options;
     if (!this.options.enabled) {
-      const lo = await findExecutable('loopback', binDirs);
+      const lo = !this.loopbackPlugin || (await findExecutable('loopback', binDirs));
       const message = lo
         ? DISABLED_MESSAGE
         : `${DISABLED_MESSAGE}; ${pluginNotFoundMessage('loopback', binDirs)}, or pods without host network fail to start`;
@@ -183,7 +192,7 @@ export class NetworkManager {
     const started = Date.now();
 
     if (!this.options.enabled) {
-      const lo = await this.runLoopback('ADD', id, req.netnsPath, args);
+      const lo = this.loopbackPlugin ? await this.runLoopback('ADD', id, req.netnsPath, args) : undefined;
       return { networkName: '', interfaceName: '', ips: [], result: lo };
     }
 
@@ -223,7 +232,7 @@ export class NetworkManager {
 
     let prev: Record<string, unknown> | undefined;
     try {
-      await this.runLoopback('ADD', id, req.netnsPath, args);
+      if (this.loopbackPlugin) await this.runLoopback('ADD', id, req.netnsPath, args);
       // SPEC §3 "Adding an attachment": each plugin in order, the previous plugin's result as prevResult.
       for (const plugin of list.plugins) {
         prev = await execPlugin({
@@ -310,10 +319,12 @@ export class NetworkManager {
     }
 
     // Loopback holds nothing outside the namespace, which is about to go: its DEL is a courtesy.
-    try {
-      await this.runLoopback('DEL', id, netns, record?.cniArgs ?? '');
-    } catch (err) {
-      this.log.warn('loopback delete failed', { sandboxId: id, error: err });
+    if (this.loopbackPlugin) {
+      try {
+        await this.runLoopback('DEL', id, netns, record?.cniArgs ?? '');
+      } catch (err) {
+        this.log.warn('loopback delete failed', { sandboxId: id, error: err });
+      }
     }
     if (record || hadBadRecord) await this.cache.remove(id);
     this.log.info('pod network detached', { sandboxId: id, cached: record !== undefined });
@@ -424,13 +435,17 @@ export class NetworkManager {
     });
   }
 
+  private get loopbackPlugin(): boolean {
+    return this.options.loopback !== 'caller';
+  }
+
   private ipamDataDir(): string {
     return join(this.options.cacheDir, 'ipam');
   }
 
-  /** The first binary of the list (then `loopback`) that is not in bin_dirs. */
+  /** The first binary of the list (then `loopback`, when we run it) that is not in bin_dirs. */
   private async missingBinary(list: NetworkConfList): Promise<string | undefined> {
-    for (const name of [...pluginBinaries(list), 'loopback']) {
+    for (const name of [...pluginBinaries(list), ...(this.loopbackPlugin ? ['loopback'] : [])]) {
       if (!(await findExecutable(name, this.options.binDirs))) return name;
     }
     return undefined;

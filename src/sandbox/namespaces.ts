@@ -13,21 +13,23 @@
  * no process can be created in it any more), so pod-level PID sharing needs a process: `startInfra` runs
  * Debian's `catatonit -P` (pause mode) as PID 1 of a new PID namespace that joins the pinned ones.
  *
- * The directory's propagation. unshare(1) requires a mount that is *not shared* only for `--mount=<file>`
- * (a mount namespace bound where its own copy can see it would be a loop); net, ipc and uts pins have no
- * such rule. What matters for them is the opposite: a mount namespace created while the pod lives (a
- * systemd service with PrivateTmp=, any `unshare -m`) gets a copy of every mount, pins included, and a
- * private copy keeps the namespace alive after we unmount ours, the leak iproute2 avoids by making
- * /run/netns a shared self-bind (ip/ipnetns.c, netns_add). So `dir` is bound onto itself, made private
- * (cut off from its parent's peer group, so pins are not copied into namespaces that already exist), then
- * shared (a peer group of its own: namespaces cloned later hold peers or slaves of the pins, and our
- * unmount propagates to them; mount_namespaces(7) "Shared subtrees", the kernel's
- * Documentation/filesystems/sharedsubtree.rst). Removing the pin file afterwards is the second line:
- * since Linux 3.18 unlinking a mount point detaches the mounts on it in every other namespace.
- * test/e2e/namespaces.test.ts checks both.
+ * Unpinning. A mount namespace created while the pod lives (a systemd service with PrivateTmp=, any
+ * `unshare -m`) gets a copy of every mount, pins included, and such a copy keeps the namespace alive after
+ * we unmount ours. Removing the pin file is what reaches those copies: since Linux 3.18 unlinking a mount
+ * point detaches the mounts on it in every other mount namespace, so unpin always unmounts *and* removes
+ * the file, as containerd's netns pinning does (test/e2e/namespaces.test.ts checks it). Earlier versions
+ * also made each pod's dir a shared self-bind (iproute2's /run/netns shape, from before 3.18): three
+ * `mount` runs per pod for no gain on the kernels Debian 12 runs; unpin still undoes such a self-bind.
  *
- * Tools: util-linux (`unshare`, `nsenter`), mount (`mount`, `umount`), coreutils (`tee`, `true`), hostname
- * (`hostname`) and catatonit, all spawned through util/exec with argument arrays, never a shell.
+ * One helper run per pod. `unshare` runs `sh -c` with a fixed script (the values are positional
+ * parameters, never spliced into the text) that sets the hostname inside the new UTS namespace and, when
+ * asked, brings `lo` up inside the new network namespace (what the CNI `loopback` plugin does), so that
+ * RunPodSandbox starts one process from skiff where it took four (a Node.js spawn costs several ms of
+ * skiff's only thread on this kind of VM; the shell's own children do not).
+ *
+ * Tools: util-linux (`unshare`, `nsenter`), mount (`mount`, `umount`), coreutils (`tee`), hostname
+ * (`hostname`), iproute2 (`ip`), dash (`sh`) and catatonit, all spawned through util/exec with argument
+ * arrays; the one shell script is a constant.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readlink, realpath, rmdir, unlink } from 'node:fs/promises';
@@ -61,6 +63,8 @@ export interface PinOptions {
    * separators). Anything else would change the node and is refused.
    */
   sysctls?: Record<string, string>;
+  /** Brings `lo` up in the new network namespace (as the CNI `loopback` plugin would); needs `net`. */
+  loopbackUp?: boolean;
 }
 
 /** The pod's infra process: PID 1 of the pod's PID namespace, and that namespace pinned by path. */
@@ -82,8 +86,9 @@ const PACKAGES = {
   nsenter: 'util-linux',
   mount: 'mount',
   hostname: 'hostname',
+  ip: 'iproute2',
+  sh: 'dash',
   tee: 'coreutils',
-  true: 'coreutils',
   catatonit: 'catatonit',
 } as const;
 
@@ -101,7 +106,7 @@ const HOSTNAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 /**
  * Creates the requested namespaces, pins them under `dir` (created if missing) and applies the hostname
  * and sysctls. All inputs are validated before anything is made; on any later failure everything done so
- * far is undone (pins unmounted, files removed, the self-bind of `dir` undone) before the error is thrown.
+ * far is undone (pins unmounted, files removed) before the error is thrown.
  *
  * Errors: `invalid-argument` for a bad hostname, a sysctl that is not namespaced, one whose namespace the
  * pod does not get, or one the kernel refuses; `already-exists` when `dir` already holds a pin;
@@ -115,8 +120,10 @@ export async function pinNamespaces(dir: string, opts: PinOptions): Promise<Pinn
   const sysctls = Object.entries(opts.sysctls ?? {}).map(([name, value]) => parseSysctl(name, value, opts));
   if (types.length === 0) return {};
 
+  const pinnedBefore = await nsfsMountPoints();
+  const canonical = await realpath(dir).catch(() => dir);
   for (const t of types) {
-    if (await isPinned(join(dir, t))) {
+    if (pinnedBefore.has(join(canonical, t))) {
       throw new SkiffError(
         'already-exists',
         `pin namespaces in "${dir}": "${join(dir, t)}" is already a pinned namespace (unpin it first)`,
@@ -124,13 +131,23 @@ export async function pinNamespaces(dir: string, opts: PinOptions): Promise<Pinn
     }
   }
   const unshare = await requireTool('unshare');
-  const command =
-    hostname !== undefined ? [await requireTool('hostname'), hostname] : [await requireTool('true')];
+  const loopbackUp = opts.net && opts.loopbackUp === true;
+  // $1 hostname(1), $2 the hostname or empty, $3 ip(8), $4 "lo" or empty.
+  const command = [
+    await requireTool('sh'),
+    '-c',
+    'set -e; if [ -n "$2" ]; then "$1" "$2"; fi; if [ -n "$4" ]; then "$3" link set dev "$4" up; fi',
+    'sh',
+    hostname !== undefined ? await requireTool('hostname') : '',
+    hostname ?? '',
+    loopbackUp ? await requireTool('ip') : '',
+    loopbackUp ? 'lo' : '',
+  ];
   const nsenter = sysctls.length > 0 ? await requireTool('nsenter') : '';
   const tee = sysctls.length > 0 ? await requireTool('tee') : '';
 
   try {
-    const real = await prepareDir(dir);
+    const real = await canonicalDir(dir);
     const pinned: PinnedNamespaces = {};
     for (const t of types) {
       const file = join(real, t);
@@ -142,8 +159,9 @@ export async function pinNamespaces(dir: string, opts: PinOptions): Promise<Pinn
       timeoutMs: RUN_TIMEOUT_MS,
     });
     if (res.code !== 0) throw toolError(`create namespaces in "${dir}"`, 'unshare', res);
+    const pinnedAfter = await nsfsMountPoints();
     for (const t of types) {
-      if (!(await isPinned(join(real, t)))) {
+      if (!pinnedAfter.has(join(real, t))) {
         throw new SkiffError(
           'unknown',
           `pin namespaces in "${dir}": unshare exited 0 but "${t}" is not pinned`,
@@ -194,6 +212,11 @@ export async function unpinNamespaces(dir: string): Promise<void> {
   }
 }
 
+/** Mount points of nsfs files (pins), from one read of /proc/self/mountinfo. */
+async function nsfsMountPoints(): Promise<Set<string>> {
+  return new Set((await readMountInfo()).filter((m) => m.fsType === 'nsfs').map((m) => m.mountPoint));
+}
+
 /** True when an nsfs file is mounted at `path` (from /proc/self/mountinfo): a pinned namespace. */
 export async function isPinned(path: string): Promise<boolean> {
   let real: string;
@@ -236,7 +259,7 @@ export async function startInfra(dir: string, joinNs: PinnedNamespaces = {}): Pr
     argv.unshift(await requireTool('nsenter'), ...joins.map(({ t, file }) => `--${t}=${file}`), '--');
   }
 
-  const real = await prepareDir(dir);
+  const real = await canonicalDir(dir);
   // A long-lived process, so not util/exec's run: detached, no pipes to us, nothing to wait for.
   const [file, ...args] = argv as [string, ...string[]];
   const child = spawn(file, args, {
@@ -283,7 +306,7 @@ export async function startInfra(dir: string, joinNs: PinnedNamespaces = {}): Pr
  * shares its PID namespace to join by path, as startInfra pins catatonit's.
  */
 export async function pinPidNamespace(dir: string, pid: number): Promise<string> {
-  const real = await prepareDir(dir);
+  const real = await canonicalDir(dir);
   const pidNs = join(real, 'pid');
   await (await open(pidNs, 'w', 0o444)).close();
   await mount(pidNs, { type: 'bind', source: `/proc/${pid}/ns/pid`, options: ['bind'] });
@@ -480,20 +503,10 @@ async function requireTool(tool: Tool): Promise<string> {
   return path;
 }
 
-/**
- * Creates `dir` and makes it a self-bind mount in a peer group of its own (see the module comment);
- * returns its canonical path, the spelling /proc/self/mountinfo uses.
- */
-async function prepareDir(dir: string): Promise<string> {
+/** Creates `dir`; returns its canonical path, the spelling /proc/self/mountinfo uses. */
+async function canonicalDir(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const real = await realpath(dir);
-  const selfBound = (await readMountInfo()).some((m) => m.mountPoint === real && m.root !== '/');
-  if (!selfBound) await mount(real, { type: 'bind', source: real, options: ['bind'] });
-  for (const flag of ['--make-private', '--make-shared']) {
-    const res = await run('mount', [flag, real], { timeoutMs: RUN_TIMEOUT_MS });
-    if (res.code !== 0) throw toolError(`set propagation of "${real}"`, 'mount', res);
-  }
-  return real;
+  return realpath(dir);
 }
 
 /** Unmounts whatever is stacked on `file` (lazily) and removes it; fine when neither exists. */

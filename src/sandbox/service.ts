@@ -207,6 +207,9 @@ export class SandboxService {
     const rollback = new Rollback(log);
     const stateDir = this.stateDir(id);
     const dir = this.records.dirOf(id);
+    // /dev/shm is mounted while the namespaces and the network are made (helpers of their own, and this
+    // machine has more than one core); awaited before the record is written, and before any rollback.
+    let shmMounted: Promise<string> | undefined;
     try {
       await mkdir(dir, { recursive: true, mode: 0o711 });
       await mkdir(stateDir, { recursive: true, mode: 0o711 });
@@ -214,6 +217,16 @@ export class SandboxService {
         await rm(stateDir, { recursive: true, force: true });
         await rm(dir, { recursive: true, force: true });
       });
+
+      if (config.namespaces.ipc !== 'node') {
+        const shmPath = join(stateDir, 'shm');
+        shmMounted = mountShm(shmPath, this.o.shmSizeBytes).then(() => {
+          rollback.add('unmount shm', () => unmountShm(shmPath));
+          return shmPath;
+        });
+        // Settled below (or in the catch); this only keeps a rejection that comes first from going unhandled.
+        shmMounted.catch(() => undefined);
+      }
 
       const nsDir = join(stateDir, 'ns');
       await mkdir(nsDir, { recursive: true, mode: 0o711 });
@@ -223,6 +236,7 @@ export class SandboxService {
         uts: !hostNetwork,
         hostname: hostNetwork ? undefined : podHostname(config),
         sysctls: config.sysctls,
+        loopbackUp: true,
       });
       rollback.add('unpin namespaces', () => unpinNamespaces(nsDir));
       const status: SandboxStatus = {
@@ -243,13 +257,6 @@ export class SandboxService {
         }
         status.infra = { pid: infra.pid, startTime: infra.startTime };
         status.namespaces.pid = infra.pidNs;
-      }
-
-      if (config.namespaces.ipc !== 'node') {
-        const shmPath = join(stateDir, 'shm');
-        await mountShm(shmPath, this.o.shmSizeBytes);
-        rollback.add('unmount shm', () => unmountShm(shmPath));
-        status.shmPath = shmPath;
       }
 
       if (!hostNetwork && pinned.net) {
@@ -278,6 +285,8 @@ export class SandboxService {
           resolvConf: renderResolvConf(config.dns, hostResolv),
         });
       }
+
+      if (shmMounted) status.shmPath = await shmMounted;
 
       const pause = this.o.infraContainer;
       if (pause) {
@@ -312,6 +321,7 @@ export class SandboxService {
       return id;
     } catch (err) {
       log.warn('run pod sandbox failed, rolling back', { error: messageOf(err) });
+      await shmMounted?.catch(() => undefined);
       await rollback.run();
       throw err instanceof SkiffError
         ? new SkiffError(err.kind, `run pod sandbox ${describe(config)}: ${err.message}`, { cause: err })

@@ -5,7 +5,7 @@
  * checks that no mount under its temp dir and no process it started is left.
  */
 import { spawn } from 'node:child_process';
-import { access, mkdir, mkdtemp, readFile, rm, stat, statfs } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, statfs } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -70,6 +70,25 @@ async function mountsOf(pid: number | 'self', dir: string): Promise<{ point: str
 
 async function inode(path: string): Promise<number> {
   return (await stat(path)).ino;
+}
+
+/**
+ * True while some process is in the network namespace with inode `ino` or some mount namespace has it
+ * mounted (an nsfs mount whose root is `net:[ino]`): what keeps a namespace alive (namespaces(7)).
+ */
+async function netnsHeldAnywhere(ino: number): Promise<boolean> {
+  const name = `net:[${String(ino)}]`;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if ((await readlink(`/proc/${entry}/ns/net`)) === name) return true;
+      const text = await readFile(`/proc/${entry}/mountinfo`, 'utf8');
+      if (text.split('\n').some((line) => line.split(' ')[3] === name)) return true;
+    } catch {
+      // the process exited meanwhile
+    }
+  }
+  return false;
 }
 
 async function inNs(ns: 'net' | 'ipc' | 'uts', file: string, cmd: string[]): Promise<string> {
@@ -183,7 +202,7 @@ describe.skipIf(!isRoot)('pinned pod namespaces', () => {
     expect(await inNs('uts', pinned.uts!, ['hostname'])).toBe('pod-a');
     expect(hostname()).toBe(nodeName);
 
-    // A new network namespace holds only lo, and CNI's loopback plugin brings it up, not us.
+    // A new network namespace holds only lo, down unless asked for (below).
     const links = (await inNs('net', pinned.net!, ['ip', '-o', 'link', 'show'])).split('\n');
     expect(links).toHaveLength(1);
     expect(links[0]).toMatch(/^1: lo: <LOOPBACK> .* state DOWN /);
@@ -194,6 +213,20 @@ describe.skipIf(!isRoot)('pinned pod namespaces', () => {
     expect(await inNs('ipc', pinned.ipc!, ['cat', '/proc/sys/kernel/shmmni'])).toBe('1000');
     expect(await readFile('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')).toBe(hostPortStart);
     expect(await readFile('/proc/sys/kernel/shmmni', 'utf8')).toBe(hostShmmni);
+  });
+
+  it('brings lo up in the new network namespace when asked, as the CNI loopback plugin would', async () => {
+    const pinned = await pinNamespaces(await nsDir(), {
+      net: true,
+      ipc: false,
+      uts: false,
+      loopbackUp: true,
+    });
+    const links = (await inNs('net', pinned.net!, ['ip', '-o', 'link', 'show'])).split('\n');
+    expect(links).toHaveLength(1);
+    expect(links[0]).toMatch(/^1: lo: <LOOPBACK,UP,LOWER_UP> /);
+    const addrs = await inNs('net', pinned.net!, ['ip', '-o', 'addr', 'show', 'dev', 'lo']);
+    expect(addrs).toMatch(/inet 127\.0\.0\.1\/8 /);
   });
 
   it('gives every pod a network namespace of its own', async () => {
@@ -213,7 +246,7 @@ describe.skipIf(!isRoot)('pinned pod namespaces', () => {
   it('unpins: no mount is left, the files and the dir are gone, and unpinning again is fine', async () => {
     const dir = await nsDir();
     const pinned = await pinNamespaces(dir, { net: true, ipc: true, uts: true, hostname: 'pod-b' });
-    expect((await mountsOf('self', dir)).length).toBe(4); // the self-bind of dir and three pins
+    expect((await mountsOf('self', dir)).length).toBe(3); // the three pins, and no self-bind of the dir
 
     await unpinNamespaces(dir);
     expect(await mountsOf('self', dir)).toEqual([]);
@@ -334,13 +367,13 @@ describe.skipIf(!isRoot)('pinned pod namespaces', () => {
     expect(await mountsOf(pid, dir)).toContainEqual({ point: pinned.net!, fsType: 'nsfs' });
     expect(await mountsOf(pid, dir)).toContainEqual({ point: pinned.ipc!, fsType: 'nsfs' });
 
-    // The dir is a shared mount of its own, so our unmount alone reaches the copy (with a private dir
-    // the copy would stay and keep the netns alive; only removing the file would detach it).
-    await unmount(pinned.net!, { lazy: true });
-    expect(await mountsOf(pid, dir)).not.toContainEqual({ point: pinned.net!, fsType: 'nsfs' });
-
+    // Our unmount alone does not reach the copy (the dir is not a shared mount); removing the pin file
+    // does: since Linux 3.18 unlinking a mount point detaches the mounts on it in every namespace.
+    const netnsIno = await inode(pinned.net!);
     await unpinNamespaces(dir);
     expect((await mountsOf(pid, dir)).filter((m) => m.fsType === 'nsfs')).toEqual([]);
+    // And the namespace is gone: no process and no mount in any namespace holds it any more.
+    expect(await netnsHeldAnywhere(netnsIno)).toBe(false);
   });
 
   describe('the infra process of a shared PID namespace', () => {

@@ -147,6 +147,10 @@ describe('RunPodSandbox with the built-in network', () => {
     expect(mountsUnder(d.state).some((m) => m === netnsPath)).toBe(true);
     const addr = nsenter(netnsPath, 'ip', '-4', 'addr', 'show', 'eth0');
     expect(addr.stdout).toContain(st.status!.network!.ip);
+    // lo is up (skiff's namespace helper does what the CNI loopback plugin would).
+    expect(nsenter(netnsPath, 'ip', '-o', 'addr', 'show', 'dev', 'lo').stdout).toMatch(
+      /inet 127\.0\.0\.1\/8 /,
+    );
     expect(nsenter(netnsPath, 'cat', '/proc/sys/net/ipv4/ip_unprivileged_port_start').stdout.trim()).toBe(
       '0',
     );

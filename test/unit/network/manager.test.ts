@@ -251,6 +251,28 @@ describe('NetworkReady', () => {
   });
 });
 
+describe("loopback: 'caller' (the namespace arrives with lo up)", () => {
+  it('runs no loopback plugin and does not need its binary', async () => {
+    const env = await setup(['bridge', 'host-local', 'portmap']);
+    const m = await env.manager({ loopback: 'caller' });
+    expect((await m.status()).status).toBe(true);
+    await m.attach(request());
+    expect(summary(await env.calls())).toEqual(['bridge ADD', 'portmap ADD']);
+    await m.detach({ sandboxId: 'sb1', netnsPath: '' });
+    expect(summary(await env.calls())).toEqual(['bridge ADD', 'portmap ADD', 'portmap DEL', 'bridge DEL']);
+    expect(await m.listCached()).toEqual([]);
+  });
+
+  it('runs nothing with networking disabled', async () => {
+    const env = await setup([]);
+    const m = await env.manager({ enabled: false, loopback: 'caller' });
+    expect(await m.status()).toEqual({ status: true, reason: '', message: DISABLED_MESSAGE });
+    expect(await m.attach(request())).toMatchObject({ networkName: '', ips: [] });
+    await m.detach({ sandboxId: 'sb1', netnsPath: '' });
+    expect(await env.calls()).toEqual([]);
+  });
+});
+
 describe('attach', () => {
   it('runs loopback, then each plugin in order with the previous result, and caches the final one', async () => {
     const env = await setup();
