@@ -201,6 +201,7 @@ export function toContainerConfig(c: ContainerConfig): DomainConfig {
     name: c.metadata?.name ?? '',
     attempt: c.metadata?.attempt ?? 0,
     image: c.image?.image ?? '',
+    ...(c.image?.userSpecifiedImage ? { userSpecifiedImage: c.image.userSpecifiedImage } : {}),
     command: [...c.command],
     args: [...c.args],
     workingDir: c.workingDir,

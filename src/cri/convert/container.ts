@@ -116,12 +116,18 @@ export function toCriContainerStatus(r: ContainerRecord): ContainerStatus {
   };
 }
 
+/**
+ * The image a container runs: the normalised name (what `crictl ps` shows), and user_specified_image only
+ * when the create request carried one ("only set if available", as the CRI says). It used to echo the
+ * request's `image` there, which is not what the user specified when kubelet sends an image id, and cost
+ * every ListContainers entry the name a second time.
+ */
 function imageSpecOf(r: ContainerRecord): ImageSpec {
   const m = r.metadata;
   return {
     image: m.imageName,
     annotations: {},
-    userSpecifiedImage: m.config.image,
+    userSpecifiedImage: m.config.userSpecifiedImage ?? '',
     runtimeHandler: '',
     imageRef: '',
   };

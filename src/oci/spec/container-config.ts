@@ -75,6 +75,11 @@ export interface ContainerConfig {
   attempt: number;
   /** The image as asked (reference or id); the service resolves it. */
   image: string;
+  /**
+   * ImageSpec.user_specified_image of the request (kubelet: the pod spec's image, while `image` is the id it
+   * resolved); absent when the request did not set it, and in records written before skiff kept it.
+   */
+  userSpecifiedImage?: string;
   command: string[];
   args: string[];
   workingDir: string;

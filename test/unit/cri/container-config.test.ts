@@ -36,7 +36,7 @@ describe('toContainerConfig', () => {
   it('maps a full request', () => {
     const req = ContainerConfig.fromPartial({
       metadata: { name: 'app', attempt: 2 },
-      image: { image: 'docker.io/library/nginx:1.25' },
+      image: { image: 'docker.io/library/nginx:1.25', userSpecifiedImage: 'nginx:1.25' },
       command: ['nginx'],
       args: ['-g', 'daemon off;'],
       workingDir: '/srv',
@@ -104,6 +104,7 @@ describe('toContainerConfig', () => {
       name: 'app',
       attempt: 2,
       image: 'docker.io/library/nginx:1.25',
+      userSpecifiedImage: 'nginx:1.25',
       command: ['nginx'],
       args: ['-g', 'daemon off;'],
       workingDir: '/srv',
@@ -180,6 +181,7 @@ describe('toContainerConfig', () => {
       ContainerConfig.fromPartial({ metadata: { name: 'x' }, image: { image: 'busybox' } }),
     );
     expect(c.stopSignal).toBe('');
+    expect('userSpecifiedImage' in c).toBe(false);
     expect(c.resources).toEqual(toContainerResources(undefined));
     expect(c.security).toMatchObject({
       namespaces: { pid: 'container', targetId: '' },
