@@ -22,11 +22,12 @@ import { randomBytes } from 'node:crypto';
 import { constants, watch, type FSWatcher } from 'node:fs';
 import { access, lstat, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { run, type RunResult } from '../util/exec.js';
+import { startThroughExecFifo } from './exec-fifo.js';
 import { execProcessSpec } from './exec-process.js';
 import {
   isNotFoundMessage,
@@ -307,7 +308,18 @@ export class ConmonRuntime implements OciRuntime {
   }
 
   async start(t: RuntimeTarget): Promise<void> {
-    await this.runtimeChecked(t, `start container "${t.id}"`, ['start', t.id]);
+    const what = `start container "${t.id}"`;
+    if (basename(t.handler.binaryPath) === 'runc') {
+      // runc's start is a read of the exec fifo (see exec-fifo.ts); without the fifo runc says why not.
+      const containerPidFile = conmonPaths(t).containerPidFile;
+      const initAlive = async (): Promise<boolean> => {
+        const pid = await readPidFile(containerPidFile);
+        return pid !== undefined && (await runningNotZombie(pid));
+      };
+      const fifo = join(t.handler.root, t.id, 'exec.fifo');
+      if ((await startThroughExecFifo(fifo, initAlive, this.commandTimeoutMs, what)) === 'started') return;
+    }
+    await this.runtimeChecked(t, what, ['start', t.id]);
   }
 
   async kill(t: RuntimeTarget, signal: string, all = false): Promise<void> {
@@ -732,6 +744,16 @@ async function streamEnd(s: Readable | null, ms: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** True while `pid` exists and is not a zombie (/proc/<pid>/stat state). */
+async function runningNotZombie(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${String(pid)}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 async function readPidFile(path: string): Promise<number | undefined> {

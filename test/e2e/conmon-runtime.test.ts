@@ -14,6 +14,7 @@ import {
   rename,
   rm,
   rmdir,
+  stat,
   symlink,
   writeFile,
 } from 'node:fs/promises';
@@ -281,6 +282,32 @@ describe.skipIf(!haveTools)('ConmonRuntime with runc', () => {
     await f.runtime.kill(f.target, 'SIGKILL', true);
     await f.runtime.delete(f.target);
     await f.runtime.kill(f.target, 'SIGKILL'); // unknown to the runtime: fine
+  });
+
+  it("starts runc's created container through its exec fifo; a second start is refused by runc", async () => {
+    const f = await fixture({ args: ['sleep', '1000'] });
+    const { pid } = await f.runtime.create(f.target, createOptions(f.logPath));
+    const fifo = join(f.target.handler.root, f.target.id, 'exec.fifo');
+    await stat(fifo); // what runc start would read
+    await f.runtime.start(f.target);
+    await expect(stat(fifo)).rejects.toThrow(/ENOENT/);
+    expect(await f.runtime.state(f.target)).toEqual({ status: 'running', pid });
+    expect((await readFile(`/proc/${String(pid)}/cmdline`, 'utf8')).split('\0')[0]).toBe('sleep');
+    // No fifo any more: runc answers, as it would have.
+    await expect(f.runtime.start(f.target)).rejects.toThrow(/already running|not in created state/i);
+    await f.runtime.kill(f.target, 'KILL');
+    await f.runtime.waitExit(f.target);
+    await f.runtime.delete(f.target);
+  });
+
+  it('fails to start a created container whose init was killed, and leaves it deletable', async () => {
+    const f = await fixture({ args: ['sleep', '1000'] });
+    const { pid } = await f.runtime.create(f.target, createOptions(f.logPath));
+    process.kill(pid, 'SIGKILL');
+    await until('init is gone', async () => !(await alive(pid)));
+    await expect(f.runtime.start(f.target)).rejects.toThrow(/init process is gone|stopped/);
+    await f.runtime.delete(f.target);
+    expect(await f.runtime.state(f.target)).toBeUndefined();
   });
 
   it('cancels a wait with its AbortSignal', async () => {
