@@ -12,7 +12,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import { mountsUnder, unmount } from '../snapshot/mount.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFilesAtomic } from '../util/atomic.js';
 import { run, stderrTail } from '../util/exec.js';
 
 /** A CRI `DNSConfig`: nameservers, search domains and resolver options (resolv.conf(5)). */
@@ -123,9 +123,11 @@ export async function writePodFiles(dir: string, files: PodFiles): Promise<PodFi
   const hostname = files.hostname.endsWith('\n') ? files.hostname : `${files.hostname}\n`;
   try {
     await mkdir(dir, { recursive: true });
-    await writeFileAtomic(paths.hostname, hostname, 0o644);
-    await writeFileAtomic(paths.hosts, files.hosts, 0o644);
-    await writeFileAtomic(paths.resolvConf, files.resolvConf, 0o644);
+    await writeFilesAtomic(dir, [
+      { name: 'hostname', data: hostname },
+      { name: 'hosts', data: files.hosts },
+      { name: 'resolv.conf', data: files.resolvConf },
+    ]);
   } catch (err) {
     throw fsError(`write pod files in "${dir}"`, err);
   }

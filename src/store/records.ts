@@ -7,7 +7,7 @@
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SkiffError } from '../errdefs.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { writeFileAtomic, writeFilesAtomic } from '../util/atomic.js';
 
 export interface Versioned {
   version: number;
@@ -142,8 +142,10 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
   /** Makes the object exist: status first, metadata last (its presence means "complete"). */
   async create(record: StoredRecord<M, S>): Promise<void> {
     const dir = this.dirOf(record.metadata.id);
-    await writeFileAtomic(join(dir, 'status.json'), JSON.stringify(record.status), 0o600);
-    await writeFileAtomic(join(dir, 'metadata.json'), JSON.stringify(record.metadata), 0o600);
+    await writeFilesAtomic(dir, [
+      { name: 'status.json', data: JSON.stringify(record.status), mode: 0o600 },
+      { name: 'metadata.json', data: JSON.stringify(record.metadata), mode: 0o600 },
+    ]);
     this.byId.set(record.metadata.id, record);
   }
 

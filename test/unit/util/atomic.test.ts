@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { isAtomicTemp, writeFileAtomic } from '../../../src/util/atomic.js';
+import { isAtomicTemp, writeFileAtomic, writeFilesAtomic } from '../../../src/util/atomic.js';
 import { run } from '../../../src/util/exec.js';
 
 async function tempDir(): Promise<string> {
@@ -15,6 +15,37 @@ async function tempDir(): Promise<string> {
   onTestFinished(() => rm(dir, { recursive: true, force: true }));
   return dir;
 }
+
+describe('writeFilesAtomic', () => {
+  it('writes several files of a dir with their modes and leaves no temp file', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'b'), 'old b');
+    await writeFilesAtomic(dir, [
+      { name: 'a', data: 'A', mode: 0o600 },
+      { name: 'b', data: Buffer.from('new b') },
+    ]);
+    expect(await readFile(join(dir, 'a'), 'utf8')).toBe('A');
+    expect((await stat(join(dir, 'a'))).mode & 0o777).toBe(0o600);
+    expect(await readFile(join(dir, 'b'), 'utf8')).toBe('new b');
+    expect((await stat(join(dir, 'b'))).mode & 0o777).toBe(0o644);
+    expect((await readdir(dir)).sort()).toEqual(['a', 'b']);
+  });
+
+  it('renames in order: a failing later name leaves the earlier ones written and no temp file', async () => {
+    const dir = await tempDir();
+    await import('node:fs/promises').then((fs) =>
+      fs.mkdir(join(dir, 'blocked', 'child'), { recursive: true }),
+    );
+    await expect(
+      writeFilesAtomic(dir, [
+        { name: 'first', data: '1' },
+        { name: 'blocked', data: '2' },
+      ]),
+    ).rejects.toThrow();
+    expect(await readFile(join(dir, 'first'), 'utf8')).toBe('1');
+    expect((await readdir(dir)).sort()).toEqual(['blocked', 'first']);
+  });
+});
 
 describe('writeFileAtomic', () => {
   it('writes a new file with the given mode and leaves no temp file', async () => {
