@@ -2,6 +2,7 @@
  * Composition root: the only place that builds services from Config. It prepares the directories,
  * probes the runtime handlers, wires the CRI adapters to the services and serves; `stop` drains and closes.
  */
+import { availableParallelism } from 'node:os';
 import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Config, configToJSON } from './config/index.js';
@@ -24,6 +25,7 @@ import { SandboxService } from './sandbox/service.js';
 import { ConmonRuntime } from './oci/conmon.js';
 import { probeRuntimeHandler } from './oci/handlers.js';
 import { findExecutable } from './util/exec.js';
+import { PriorityGate } from './util/priority-gate.js';
 import { SnapshotStore } from './snapshot/snapshots.js';
 import { SKIFF_VERSION } from './version.js';
 
@@ -105,6 +107,10 @@ export class Daemon {
     });
     await images.start();
 
+    // One gate for the start-up steps of every pod (util/priority-gate.ts).
+    const admission = new PriorityGate(
+      config.sandbox.start_concurrency || Math.max(2, availableParallelism()),
+    );
     const sandboxes = new SandboxService({
       root: config.root,
       state: config.state,
@@ -114,6 +120,7 @@ export class Daemon {
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
       cgroupDriver: config.cgroup_driver,
       shmSizeBytes: config.sandbox.shm_size,
+      admission,
       ...(config.images.sandbox_image
         ? {
             infraContainer: {
@@ -159,6 +166,7 @@ export class Daemon {
       images,
       snapshots,
       sandboxes,
+      admission,
       cgroupDriver: config.cgroup_driver,
       cgroupV2,
       swapAccounting: cgroupV2 || (await exists('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes')),

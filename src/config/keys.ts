@@ -88,6 +88,7 @@ export interface Config {
   };
   sandbox: {
     shm_size: number;
+    start_concurrency: number;
   };
   images: {
     sandbox_image: string;
@@ -337,6 +338,12 @@ export const configRows: readonly Row[] = [
     int({ min: 4096 }),
     64 * 1024 * 1024,
     "Size in bytes of each pod's /dev/shm (a tmpfs shared by the pod's containers), as Docker's and containerd's 64 MiB default.",
+  ),
+  key(
+    'sandbox.start_concurrency',
+    int({ min: 0, max: 1024 }),
+    0,
+    'Pod start-up steps (RunPodSandbox, CreateContainer, StartContainer) in progress at once; the rest wait, the pods that arrived first going first. Their helpers (CNI plugins, mount, conmon, runc) are CPU-bound, so a limit near the CPU count gets the first pods ready early without slowing the batch. 0 means the number of CPUs (at least 2).',
   ),
 
   section('images', 'Image pulls and storage.'),

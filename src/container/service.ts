@@ -33,6 +33,7 @@ import { mount, overlayMount, unmount } from '../snapshot/mount.js';
 import type { SnapshotStore } from '../snapshot/snapshots.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import type { PriorityGate } from '../util/priority-gate.js';
 import { Rollback } from '../util/rollback.js';
 import {
   CONTAINER_RECORD_VERSION,
@@ -57,6 +58,8 @@ export interface ContainerServiceOptions {
   images: ImageService;
   snapshots: SnapshotStore;
   sandboxes: SandboxService;
+  /** The daemon's admission gate for start-up steps (shared with the sandbox service); none: no limit. */
+  admission?: PriorityGate;
   cgroupDriver: 'systemd' | 'cgroupfs';
   cgroupV2: boolean;
   /** Swap accounting (v1 memory.memsw.*) and the hugetlb controller exist on this node. */
@@ -219,7 +222,7 @@ export class ContainerService {
         );
       }
       try {
-        return await this.doCreate(sandbox, config);
+        return await this.admit(sandboxId, () => this.doCreate(sandbox, config));
       } catch (err) {
         throw isSkiffError(err) ? new SkiffError(err.kind, `${what}: ${err.message}`, { cause: err }) : err;
       }
@@ -405,38 +408,47 @@ export class ContainerService {
   // ------------------------------------------------------------------------------------------------ start
 
   async startContainer(idOrPrefix: string): Promise<void> {
-    const id = this.records.resolve(idOrPrefix).metadata.id;
-    await this.lock.run(id, async () => {
-      const r = this.mustGet(id);
-      if (!canStart(r.status.state)) {
-        throw new SkiffError(
-          'failed-precondition',
-          `start container "${id}": it is ${r.status.state}, and only a created container can start; create a new one`,
-        );
-      }
-      const handler = this.handlerOf(r);
-      const target = this.target(id, handler);
-      // Taken before `runc start`: a process that exits at once must not look as if it ended first.
-      const startedAt = nowNs().toString();
-      try {
-        await this.o.runtime.start(target);
-      } catch (err) {
-        await this.writeStatus(r, {
-          state: 'exited',
-          exitCode: 128,
-          finishedAt: nowNs().toString(),
-          reason: 'StartError',
-          message: messageOf(err).slice(0, MAX_MESSAGE),
-        });
-        throw isSkiffError(err)
-          ? new SkiffError(err.kind, `start container "${id}": ${err.message}`, { cause: err })
-          : err;
-      }
-      await this.writeStatus(r, { state: 'running', startedAt });
-      this.o.log.info('container started', { containerId: id });
-      this.emit('started', id, r.metadata.sandboxId);
-      this.watch(id, handler);
-    });
+    const found = this.records.resolve(idOrPrefix).metadata;
+    const id = found.id;
+    await this.lock.run(id, () => this.admit(found.sandboxId, () => this.doStart(id)));
+  }
+
+  /** Runs a start-up step under the daemon's admission gate, by its pod's priority (util/priority-gate.ts). */
+  private admit<T>(sandboxId: string, step: () => Promise<T>): Promise<T> {
+    const gate = this.o.admission;
+    return gate ? gate.run(this.o.sandboxes.admissionPriority(sandboxId), step) : step();
+  }
+
+  private async doStart(id: string): Promise<void> {
+    const r = this.mustGet(id);
+    if (!canStart(r.status.state)) {
+      throw new SkiffError(
+        'failed-precondition',
+        `start container "${id}": it is ${r.status.state}, and only a created container can start; create a new one`,
+      );
+    }
+    const handler = this.handlerOf(r);
+    const target = this.target(id, handler);
+    // Taken before `runc start`: a process that exits at once must not look as if it ended first.
+    const startedAt = nowNs().toString();
+    try {
+      await this.o.runtime.start(target);
+    } catch (err) {
+      await this.writeStatus(r, {
+        state: 'exited',
+        exitCode: 128,
+        finishedAt: nowNs().toString(),
+        reason: 'StartError',
+        message: messageOf(err).slice(0, MAX_MESSAGE),
+      });
+      throw isSkiffError(err)
+        ? new SkiffError(err.kind, `start container "${id}": ${err.message}`, { cause: err })
+        : err;
+    }
+    await this.writeStatus(r, { state: 'running', startedAt });
+    this.o.log.info('container started', { containerId: id });
+    this.emit('started', id, r.metadata.sandboxId);
+    this.watch(id, handler);
   }
 
   /** Waits (in the background) for conmon to record the exit, then records it. */

@@ -25,6 +25,7 @@ import type { Logger } from '../log.js';
 import type { NetworkManager } from '../network/manager.js';
 import { joinCgroup } from '../oci/cgroups.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
+import type { PriorityGate } from '../util/priority-gate.js';
 import { Rollback } from '../util/rollback.js';
 import {
   hostFiles,
@@ -68,6 +69,11 @@ export interface SandboxServiceOptions {
    * instead of pinning without a process; the container service provides it.
    */
   infraContainer?: InfraContainerHook;
+  /**
+   * Admission of the start-up steps of pods (util/priority-gate.ts): RunPodSandbox here, and the
+   * container service's create and start by the pod's priority (`admissionPriority`). None: no limit.
+   */
+  admission?: PriorityGate;
   /** Stops and removes the containers of a sandbox (the container service, once it exists). */
   containers?: {
     stopAll(sandboxId: string): Promise<void>;
@@ -98,6 +104,9 @@ export class SandboxService {
   private readonly lock = new KeyedMutex();
   /** Runs by pod name key (name, namespace, uid, attempt), in flight or finished but not yet delivered. */
   private readonly runs = new Map<string, Promise<string>>();
+  /** Admission priority by sandbox id (see admissionPriority); arrivals counts RunPodSandbox calls. */
+  private readonly priorities = new Map<string, number>();
+  private arrivals = 0;
 
   constructor(private readonly o: SandboxServiceOptions) {
     this.records = new SandboxRecords(o.root);
@@ -160,7 +169,12 @@ export class SandboxService {
           `run pod sandbox ${describe(config)}: sandbox "${existing.metadata.id}" already has this name and attempt; remove it first or use a new attempt`,
         );
       }
-      const run = this.lock.run(`name:${key}`, () => this.doRun(config));
+      const priority = ++this.arrivals;
+      const run = this.lock.run(`name:${key}`, () =>
+        this.o.admission
+          ? this.o.admission.run(priority, () => this.doRun(config, priority))
+          : this.doRun(config, priority),
+      );
       pending = run;
       this.runs.set(key, run);
       // A failed run is forgotten at once; a finished one stays until a caller takes its result.
@@ -199,8 +213,17 @@ export class SandboxService {
     }
   }
 
-  private async doRun(config: SandboxConfig): Promise<string> {
+  /**
+   * The admission priority of a sandbox's start-up steps: its arrival order in this daemon's life (lower
+   * goes first); 0, the first, for sandboxes that were there before it started.
+   */
+  admissionPriority(sandboxId: string): number {
+    return this.priorities.get(sandboxId) ?? 0;
+  }
+
+  private async doRun(config: SandboxConfig, priority: number): Promise<string> {
     const id = randomBytes(32).toString('hex');
+    this.priorities.set(id, priority);
     const log = this.o.log.child({ sandboxId: id, pod: `${config.namespace}/${config.name}` });
     const handler = config.runtimeHandler || this.o.defaultRuntimeHandler;
     const hostNetwork = config.namespaces.network === 'node';
@@ -321,6 +344,7 @@ export class SandboxService {
       return id;
     } catch (err) {
       log.warn('run pod sandbox failed, rolling back', { error: messageOf(err) });
+      this.priorities.delete(id);
       await shmMounted?.catch(() => undefined);
       await rollback.run();
       throw err instanceof SkiffError
@@ -405,6 +429,7 @@ export class SandboxService {
       await this.o.containers?.removeAll(id);
       const r = this.records.get(id);
       if (r) this.runs.delete(nameKey(r.metadata.config));
+      this.priorities.delete(id);
       await this.records.remove(id);
       this.o.log.info('pod sandbox removed', { sandboxId: id });
     });

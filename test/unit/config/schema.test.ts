@@ -58,7 +58,7 @@ const expectedDefaults: Config = {
     idle_timeout: 14_400_000,
     token_ttl: 60_000,
   },
-  sandbox: { shm_size: 67108864 },
+  sandbox: { shm_size: 67108864, start_concurrency: 0 },
   images: {
     sandbox_image: '',
     max_concurrent_downloads: 3,
