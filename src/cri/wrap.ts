@@ -127,26 +127,36 @@ interface Invocation {
   finish(err: unknown): StatusError | undefined;
 }
 
-/** Shared start/finish bookkeeping for unary and streaming calls. */
+/**
+ * Shared start/finish bookkeeping for unary and streaming calls. `log` is the RPC's child logger, made once
+ * per RPC rather than per call.
+ */
 function begin(
   rpc: string,
-  call: { on(event: 'cancelled', cb: () => void): unknown; getDeadline(): Date | number },
-  options: WrapOptions,
+  log: Logger,
+  call: { on(event: 'cancelled', cb: () => void): unknown },
 ): Invocation {
   const started = process.hrtime.bigint();
   const abort = new AbortController();
+  let finished = false;
   call.on('cancelled', () => {
+    // grpc-js emits 'cancelled' when a call's stream closes, also after the answer went out; only a call
+    // still running was cancelled (and only then is an error with its stack worth making).
+    if (finished) return;
     abort.abort(new SkiffError('canceled', `${rpc}: the client cancelled the call`));
   });
-  const log = options.log.child({ rpc });
   return {
     ctx: { rpc, log, signal: abort.signal },
     finish(err) {
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      finished = true;
       if (err === undefined) {
-        log.debug('rpc done', { durationMs: round(durationMs), code: 'OK' });
+        if (log.isEnabled('debug')) {
+          const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+          log.debug('rpc done', { durationMs: round(durationMs), code: 'OK' });
+        }
         return undefined;
       }
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
       const s = toStatus(err);
       const fields = { durationMs: round(durationMs), code: codeName(s.code), error: s.details };
       if (s.isBug) {
@@ -177,12 +187,13 @@ function wrapUnary(
   handler: UnaryHandler<unknown, unknown> | undefined,
   options: WrapOptions,
 ): (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => void {
+  const log = options.log.child({ rpc });
   return (call, callback) => {
     if (!options.tracker.enter()) {
       callback(toServiceError(toStatus(draining())));
       return;
     }
-    const inv = begin(rpc, call, options);
+    const inv = begin(rpc, log, call);
     const run = async (): Promise<unknown> => {
       if (!handler) throw unimplemented(rpc);
       return handler(call.request, inv.ctx);
@@ -209,12 +220,13 @@ function wrapStream(
   handler: StreamHandler<unknown, unknown> | undefined,
   options: WrapOptions,
 ): (call: ServerWritableStream<unknown, unknown>) => void {
+  const log = options.log.child({ rpc });
   return (call) => {
     if (!options.tracker.enter()) {
       call.emit('error', toServiceError(toStatus(draining())));
       return;
     }
-    const inv = begin(rpc, call, options);
+    const inv = begin(rpc, log, call);
     const send = (res: unknown): Promise<void> =>
       new Promise<void>((resolve, reject) => {
         if (inv.ctx.signal.aborted) {

@@ -117,6 +117,33 @@ describe('the CRI wrapper', () => {
     });
   });
 
+  it("aborts a running call's signal when its client goes away, and not a call that already answered", async () => {
+    const signals: AbortSignal[] = [];
+    let aborted!: (reason: unknown) => void;
+    const reason = new Promise<unknown>((r) => (aborted = r));
+    const { cri } = await serve({
+      version: async (_req, ctx) => {
+        signals.push(ctx.signal);
+        return version();
+      },
+      status: async (_req, ctx) => {
+        await new Promise<void>((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted(ctx.signal.reason);
+            resolve();
+          });
+        });
+        return { status: { conditions: [] }, info: {}, runtimeHandlers: [], features: undefined };
+      },
+    });
+    for (let i = 0; i < 3; i++) await cri.runtime.version({ version: '' });
+    const f = await failure(cri.runtime.status({ verbose: false }, { deadlineMs: 200 }));
+    expect(f.code).toBe(status.DEADLINE_EXCEEDED);
+    expect(await reason).toMatchObject({ kind: 'canceled' });
+    // By now every Version call's stream has closed; answered calls were not cancelled.
+    expect(signals.map((s) => s.aborted)).toEqual([false, false, false]);
+  });
+
   it('streams server-streaming responses through the same wrapper', async () => {
     const { cri } = await serve({
       version,
