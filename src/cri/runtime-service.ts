@@ -8,7 +8,8 @@ import type { ContainerEvent, ContainerService } from '../container/service.js';
 import type { StatsCollector } from '../container/stats.js';
 import { SkiffError } from '../errdefs.js';
 import type { SandboxService } from '../sandbox/service.js';
-import { eventTypes, toCriContainer, toCriContainerStatus, toDomainState } from './convert/container.js';
+import { listedContainer } from './container-wire.js';
+import { eventTypes, toCriContainerStatus, toDomainState } from './convert/container.js';
 import { toContainerConfig, toContainerResources } from './convert/container-config.js';
 import { toPodSandbox, toPodSandboxStatus, toSandboxConfig } from './convert/sandbox.js';
 import {
@@ -308,7 +309,7 @@ function listContainers(containers: ContainerService, filter: ContainerFilter | 
       state: filter?.state === undefined ? undefined : toDomainState(filter.state.state),
       labels: filter?.labelSelector,
     })
-    .map(toCriContainer);
+    .map(listedContainer);
 }
 
 /**

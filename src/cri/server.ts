@@ -13,7 +13,15 @@ import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { ImageServiceService, RuntimeServiceService } from './gen/runtime/v1/api.js';
 import { AuthorityFixer } from './authority.js';
+import { serializeContainers } from './container-wire.js';
 import { CallTracker, type HandlersFor, wrapService } from './wrap.js';
+
+/** The generated RuntimeService, with the container lists sent from cached bytes (container-wire.ts). */
+const runtimeDefinition: typeof RuntimeServiceService = {
+  ...RuntimeServiceService,
+  listContainers: { ...RuntimeServiceService.listContainers, responseSerialize: serializeContainers },
+  streamContainers: { ...RuntimeServiceService.streamContainers, responseSerialize: serializeContainers },
+};
 
 export type RuntimeHandlers = HandlersFor<typeof RuntimeServiceService>;
 export type ImageHandlers = HandlersFor<typeof ImageServiceService>;
@@ -41,10 +49,7 @@ export class CriServer {
       'grpc.max_send_message_length': options.maxSendMessageLength ?? 16 * 1024 * 1024,
     });
     const wrapOptions = { log: options.log, tracker: this.tracker };
-    this.server.addService(
-      RuntimeServiceService,
-      wrapService(RuntimeServiceService, options.runtime, wrapOptions),
-    );
+    this.server.addService(runtimeDefinition, wrapService(runtimeDefinition, options.runtime, wrapOptions));
     this.server.addService(ImageServiceService, wrapService(ImageServiceService, options.image, wrapOptions));
   }
 

@@ -220,6 +220,60 @@ describe('container lifecycle', () => {
     expect(exitedOnly.containers.map((c) => c.id)).toEqual([ok]);
   });
 
+  it('lists containers as crictl 1.26 decodes them, states as they change', async () => {
+    const pod = await runPod();
+    const a = await create(pod, containerConfig('listed-a'));
+    const b = await create(
+      pod,
+      containerConfig('listed-b', {
+        image: { image: busybox, userSpecifiedImage: 'busybox' },
+        command: ['sleep', '1000'],
+      }),
+    );
+    const crictlPs = () => {
+      const res = spawnSync(
+        'crictl',
+        ['--runtime-endpoint', `unix://${d.socketPath}`, 'ps', '-a', '-p', pod.id, '-o', 'json'],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
+      expect(res.status, res.stderr).toBe(0);
+      const out = JSON.parse(res.stdout) as {
+        containers: {
+          id: string;
+          metadata: { name: string };
+          image: { image: string };
+          state: string;
+          labels: Record<string, string>;
+        }[];
+      };
+      return Object.fromEntries(out.containers.map((c) => [c.metadata.name, c]));
+    };
+    let listed = crictlPs();
+    expect(Object.keys(listed).sort()).toEqual(['listed-a', 'listed-b']);
+    expect(listed['listed-a']).toMatchObject({
+      id: a,
+      image: { image: busybox },
+      state: 'CONTAINER_CREATED',
+      labels: { c: 'listed-a' },
+    });
+    await d.cri.runtime.startContainer({ containerId: b });
+    listed = crictlPs();
+    expect(listed['listed-b']?.state).toBe('CONTAINER_RUNNING');
+    expect(listed['listed-a']?.state).toBe('CONTAINER_CREATED');
+    await d.cri.runtime.stopContainer({ containerId: b, timeout: 0n });
+    expect(crictlPs()['listed-b']?.state).toBe('CONTAINER_EXITED');
+    // The generated decoder reads the same list, and user_specified_image (newer than crictl 1.26's CRI).
+    const viaGrpc = await d.cri.runtime.listContainers({
+      filter: { id: '', podSandboxId: pod.id, labelSelector: {}, state: undefined },
+    });
+    expect(viaGrpc.containers.map((c) => [c.id, c.state, c.image?.userSpecifiedImage]).sort()).toEqual(
+      [
+        [a, ContainerState.CONTAINER_CREATED, ''],
+        [b, ContainerState.CONTAINER_EXITED, 'busybox'],
+      ].sort(),
+    );
+  });
+
   it('stops a running container with grace, and with SIGKILL when the process ignores SIGTERM', async () => {
     const pod = await runPod();
     const graceful = await run(

@@ -2,17 +2,26 @@ import { describe, expect, it } from 'vitest';
 import type { ContainerRecord, ContainerState } from '../../../src/container/record.js';
 import { toCriContainer, toCriContainerStatus } from '../../../src/cri/convert/container.js';
 import { toContainerConfig } from '../../../src/cri/convert/container-config.js';
+import { listedContainer, serializeContainers } from '../../../src/cri/container-wire.js';
 import {
+  Container,
   ContainerConfig,
   ContainerState as CriState,
   type ImageSpec,
+  ListContainersResponse,
+  StreamContainersResponse,
 } from '../../../src/cri/gen/runtime/v1/api.js';
 
 const IMAGE_ID = `sha256:${'7e'.repeat(32)}`;
 
 function containerRecord(
   n: number,
-  over: { state?: ContainerState; image?: Partial<ImageSpec>; labels?: Record<string, string> } = {},
+  over: {
+    state?: ContainerState;
+    image?: Partial<ImageSpec>;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  } = {},
 ): ContainerRecord {
   const id = n.toString(16).padStart(8, '0').repeat(8);
   return {
@@ -25,7 +34,7 @@ function containerRecord(
           metadata: { name: `c-${n}`, attempt: n % 3 },
           image: { image: 'registry.test/busybox:latest', ...over.image },
           labels: over.labels ?? { app: 'test', 'io.kubernetes.pod.name': `pod-${n % 7}` },
-          annotations: n % 2 ? { 'io.kubernetes.container.hash': `${n}` } : {},
+          annotations: over.annotations ?? (n % 2 ? { 'io.kubernetes.container.hash': `${n}` } : {}),
         }),
       ),
       imageId: IMAGE_ID,
@@ -82,5 +91,60 @@ describe('toCriContainer', () => {
     const crictl = containerRecord(2);
     expect(toCriContainer(crictl).image?.userSpecifiedImage).toBe('');
     expect(toCriContainerStatus(crictl).image?.userSpecifiedImage).toBe('');
+  });
+});
+
+const states: ContainerState[] = ['created', 'running', 'exited', 'unknown'];
+
+/** What the generated encoder writes for the response. */
+function generated(containers: Container[]): Buffer {
+  return Buffer.from(ListContainersResponse.encode({ containers }).finish());
+}
+
+describe('the container list wire form', () => {
+  it('is byte for byte what the generated encoder writes, and decodes to the same message', () => {
+    const records = Array.from({ length: 500 }, (_, n) =>
+      containerRecord(n, {
+        state: states[n % 4],
+        ...(n % 5 === 0 ? { image: { userSpecifiedImage: `busybox:${n}` } } : {}),
+        // Entries of 1-, 2- and 3-byte varint lengths.
+        ...(n === 7 ? { annotations: { big: 'x'.repeat(20_000) } } : {}),
+        ...(n === 8 ? { labels: {}, annotations: {} } : {}),
+      }),
+    );
+    const containers = records.map(listedContainer);
+    const bytes = serializeContainers({ containers });
+    expect(bytes.equals(generated(records.map(toCriContainer)))).toBe(true);
+    expect(ListContainersResponse.decode(bytes)).toEqual({ containers: records.map(toCriContainer) });
+    expect(
+      StreamContainersResponse.decode(serializeContainers({ containers: containers.slice(0, 100) })),
+    ).toEqual({ containers: records.slice(0, 100).map(toCriContainer) });
+    expect(serializeContainers({ containers: [] })).toHaveLength(0);
+  });
+
+  it('keeps one message per record and state, and a new state gives a new one', () => {
+    const r = containerRecord(3, { state: 'created' });
+    const created = listedContainer(r);
+    expect(listedContainer(r)).toBe(created);
+    // The store replaces a record's status when it writes it.
+    r.status = { ...r.status, state: 'running', pid: 42, startedAt: '1' };
+    const running = listedContainer(r);
+    expect(running).not.toBe(created);
+    expect(running.state).toBe(CriState.CONTAINER_RUNNING);
+    expect(serializeContainers({ containers: [running] }).equals(generated([running]))).toBe(true);
+    expect(
+      ListContainersResponse.decode(serializeContainers({ containers: [running] })).containers[0]?.state,
+    ).toBe(CriState.CONTAINER_RUNNING);
+  });
+
+  it('encodes Container messages it did not make with the generated encoder', () => {
+    const own = Container.fromPartial({ id: 'x', labels: { a: 'b' }, state: CriState.CONTAINER_EXITED });
+    const mixed = [listedContainer(containerRecord(1)), own, listedContainer(containerRecord(2))];
+    expect(serializeContainers({ containers: mixed }).equals(generated(mixed))).toBe(true);
+    // Not cached: a later change to the caller's object is sent as it then is.
+    own.labels = { a: 'c' };
+    expect(
+      ListContainersResponse.decode(serializeContainers({ containers: [own] })).containers[0]?.labels,
+    ).toEqual({ a: 'c' });
   });
 });

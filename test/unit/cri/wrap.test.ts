@@ -3,6 +3,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { Container } from '../../../src/cri/gen/runtime/v1/api.js';
 import { CriServer, type ImageHandlers, type RuntimeHandlers } from '../../../src/cri/server.js';
 import { SkiffError } from '../../../src/errdefs.js';
 import { Logger } from '../../../src/log.js';
@@ -142,6 +143,23 @@ describe('the CRI wrapper', () => {
     expect(await reason).toMatchObject({ kind: 'canceled' });
     // By now every Version call's stream has closed; answered calls were not cancelled.
     expect(signals.map((s) => s.aborted)).toEqual([false, false, false]);
+  });
+
+  it('sends ListContainers and StreamContainers through the container list serializer', async () => {
+    const containers = Array.from({ length: 250 }, (_, n) =>
+      Container.fromPartial({ id: `c${n}`, labels: { n: `${n}` }, createdAt: BigInt(n) }),
+    );
+    const { cri } = await serve({
+      version,
+      listContainers: async () => ({ containers }),
+      streamContainers: async (_req, _ctx, send) => {
+        await send({ containers: containers.slice(0, 100) });
+        await send({ containers: containers.slice(100) });
+      },
+    });
+    expect((await cri.runtime.listContainers({ filter: undefined })).containers).toEqual(containers);
+    const chunks = await cri.runtime.streamContainers({ filter: undefined });
+    expect(chunks.flatMap((c) => c.containers)).toEqual(containers);
   });
 
   it('streams server-streaming responses through the same wrapper', async () => {
