@@ -7,16 +7,23 @@
  * PROTOCOL_ERROR, and Node offers no switch (nghttp2's no_http_messaging is not exposed). containerd and
  * CRI-O (Go servers) accept it, so kubelet operators' tools do too; skiff must as well.
  *
- * The fix sits between the socket and grpc-js: this transform reads the client→server byte stream frame
+ * The fix sits between the socket and grpc-js: `AuthorityFixer` reads the client→server byte stream frame
  * by frame (RFC 9113 §4.1). The first header block of a connection is decoded (HPACK, RFC 7541); if its
  * `:authority` is valid, the connection switches to plain pass-through at once and nothing else is parsed
  * (modern clients send "localhost"). Otherwise every header block of that connection is decoded and
  * re-encoded with `:authority: localhost`. Re-encoding uses only "literal header field without indexing"
  * representations (RFC 7541 §6.2.2), so the server's HPACK decoder table stays empty and consistent, while
  * our decoder tracks the client's dynamic table. Server→client bytes are never touched.
+ *
+ * `CriConnection` is the stream grpc-js gets in place of the socket. Anything but a native socket makes
+ * Node's HTTP/2 go through a JS stream wrapper, which hands over nghttp2's output one batch of frames at
+ * a time and waits for each batch to be written; so the connection adds no stream of its own on either
+ * side: client bytes go from the socket's 'data' events to the fixer, and once it steps aside straight
+ * to grpc-js; a batch of server frames goes to the socket corked, as one writev, not one write per frame.
  */
 import hpack from 'hpack.js';
-import { Transform, type TransformCallback } from 'node:stream';
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const FRAME_HEADER_BYTES = 9;
@@ -51,34 +58,39 @@ interface PendingBlock {
 
 type Mode = 'preface' | 'undecided' | 'rewrite' | 'passthrough';
 
-export class AuthorityFixer extends Transform {
+/** The client→server bytes of one connection, fixed; `push` receives what grpc-js is to read. */
+export class AuthorityFixer {
   private mode: Mode = 'preface';
   private buffered: Buffer = Buffer.alloc(0);
   private pending: PendingBlock | undefined;
   private readonly decoder = hpack.decompressor.create({ table: { maxSize: HEADER_TABLE_SIZE } });
+
+  constructor(private readonly push: (chunk: Buffer) => void) {}
 
   /** True once the connection needed (and got) its authority rewritten: for logs and tests. */
   get rewriting(): boolean {
     return this.mode === 'rewrite';
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  /** True once nothing more is parsed: bytes may go to grpc-js as they come. */
+  get passingThrough(): boolean {
+    return this.mode === 'passthrough';
+  }
+
+  /** Takes the next client bytes; throws on a header block it cannot decode and re-encode. */
+  write(chunk: Buffer): void {
     if (this.mode === 'passthrough') {
-      done(null, chunk);
+      this.push(chunk);
       return;
     }
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
-    try {
-      this.consume();
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
+    this.consume();
   }
 
-  override _flush(done: TransformCallback): void {
+  /** The client ended its side: whatever is left unparsed goes on as it is. */
+  end(): void {
     if (this.buffered.length > 0) this.push(this.buffered);
-    done();
+    this.buffered = Buffer.alloc(0);
   }
 
   private consume(): void {
@@ -246,4 +258,82 @@ function encodeBlock(headers: { name: string; value: string }[], block: PendingB
     first = false;
   } while (fragment.length > 0);
   return frames;
+}
+
+/**
+ * A client connection as grpc-js reads and writes it: client bytes through `AuthorityFixer` (straight
+ * through once it steps aside), server bytes straight to the socket, each batch in one writev. Destroying
+ * either side destroys both.
+ */
+export class CriConnection extends Duplex {
+  private readonly fixer: AuthorityFixer;
+  /** The write callback waiting for the socket to drain (one write at a time). */
+  private drained: (() => void) | undefined;
+
+  constructor(private readonly socket: Socket) {
+    super();
+    this.fixer = new AuthorityFixer((chunk) => {
+      this.deliver(chunk);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (this.fixer.passingThrough) {
+        this.deliver(chunk);
+        return;
+      }
+      try {
+        this.fixer.write(chunk);
+      } catch (err) {
+        this.destroy(err as Error);
+      }
+    });
+    socket.once('end', () => {
+      this.fixer.end();
+      this.push(null);
+    });
+    socket.on('drain', () => {
+      const done = this.drained;
+      this.drained = undefined;
+      done?.();
+    });
+    socket.once('error', (err) => this.destroy(err));
+    socket.once('close', () => this.destroy());
+  }
+
+  private deliver(chunk: Buffer): void {
+    if (!this.push(chunk)) this.socket.pause();
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.socket.write(chunk);
+    this.afterWrite(done);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.socket.cork();
+    for (const { chunk } of chunks) this.socket.write(chunk);
+    this.socket.uncork();
+    this.afterWrite(done);
+  }
+
+  private afterWrite(done: () => void): void {
+    if (this.socket.writableNeedDrain) this.drained = done;
+    else done();
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.socket.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    this.socket.destroy();
+    const waiting = this.drained;
+    this.drained = undefined;
+    waiting?.();
+    done(err);
+  }
 }

@@ -7,12 +7,11 @@
 import { type ConnectionInjector, Server, ServerCredentials } from '@grpc/grpc-js';
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { type Server as NetServer, type Socket, connect, createServer } from 'node:net';
-import { Duplex } from 'node:stream';
 import { dirname } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { ImageServiceService, RuntimeServiceService } from './gen/runtime/v1/api.js';
-import { AuthorityFixer } from './authority.js';
+import { CriConnection } from './authority.js';
 import { serializeContainers } from './container-wire.js';
 import { CallTracker, type HandlersFor, wrapService } from './wrap.js';
 
@@ -62,12 +61,13 @@ export class CriServer {
     await mkdir(dirname(path), { recursive: true, mode: 0o711 });
     await removeStaleSocket(path);
     // We own the listening socket and hand each connection to grpc-js through a connection injector, so
-    // that the client→server bytes pass AuthorityFixer first (see authority.ts: old grpc-go clients).
+    // that the client→server bytes pass AuthorityFixer first (CriConnection in authority.ts: old grpc-go
+    // clients).
     const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
     const listener = createServer((socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      injector.injectConnection(fixAuthority(socket));
+      injector.injectConnection(new CriConnection(socket));
     });
     await new Promise<void>((resolve, reject) => {
       listener.once('error', (err) => {
@@ -158,20 +158,4 @@ async function removeStaleSocket(path: string): Promise<void> {
   await unlink(path).catch((err: unknown) => {
     throw new SkiffError('internal', `remove stale socket ${path}: ${messageOf(err)}`, { cause: err });
   });
-}
-
-/** A Duplex for grpc-js: reads the socket through AuthorityFixer, writes straight to the socket. */
-function fixAuthority(socket: Socket): Duplex {
-  const fixer = new AuthorityFixer();
-  socket.pipe(fixer);
-  const duplex = Duplex.from({ readable: fixer, writable: socket });
-  const destroy = (): void => {
-    socket.destroy();
-    fixer.destroy();
-    duplex.destroy();
-  };
-  socket.once('close', destroy);
-  fixer.once('error', destroy);
-  duplex.once('close', () => socket.destroy());
-  return duplex;
 }

@@ -68,6 +68,22 @@ describe('the CRI wrapper', () => {
     expect(f.code).toBe(status.UNIMPLEMENTED);
   });
 
+  it('carries answers larger than the socket buffers, to clients with either authority', async () => {
+    // About 3 MB (the client takes up to 4): the socket fills, so writes wait for it to drain.
+    const containers = Array.from({ length: 1500 }, (_, n) =>
+      Container.fromPartial({ id: `c${n}`, annotations: { blob: `${n}`.padEnd(2000, '.') } }),
+    );
+    const { cri, socketPath } = await serve({ version, listContainers: async () => ({ containers }) });
+    const old = connectCri(socketPath, { authority: socketPath });
+    onTestFinished(() => {
+      old.close();
+    });
+    const answers = await Promise.all(
+      [cri, old, cri, old].map((c) => c.runtime.listContainers({ filter: undefined })),
+    );
+    for (const a of answers) expect(a.containers).toEqual(containers);
+  });
+
   it('maps a SkiffError kind to its gRPC code with the message unchanged', async () => {
     const { cri } = await serve({
       version,
