@@ -137,7 +137,8 @@ export function renderPodReport(r: PodResults): string {
       `${firstLine(output('conmon', ['--version']))}; containernetworking-plugins ` +
       (output('dpkg-query', ['-W', '-f', '${Version}', 'containernetworking-plugins']) || '?'),
     `- pod networks: skiff ${r.networks.skiff}; containerd ${r.networks.containerd}; both bridge ` +
-      '(host-local IPAM, no masquerade) + portmap, loopback run separately by the runtime',
+      '(host-local IPAM, no masquerade) + portmap; lo brought up apart from the list (containerd: the ' +
+      'loopback plugin; skiff: `ip link set lo up` in its namespace helper)',
     `- containerd's sandbox image: ${r.pause}; skiff runs no infra process (no \`sandbox_image\`: ` +
       `namespaces pinned by bind mounts); processes found in the ${c.memPods} pods' network namespaces ` +
       `besides the containers: skiff ${r.infraSeen.get('skiff') ?? '?'}, containerd ${r.infraSeen.get('containerd') ?? '?'}`,
@@ -260,7 +261,7 @@ export function renderPodReport(r: PodResults): string {
 
   lines.push(
     `Pod to running container, sequential, by call (medians of ${c.runs}); skiff's CNI ADD in its sequential ` +
-      `RunPodSandbox runs (loopback, bridge, portmap, from its log): median ${median(r.skiffCniMs).toFixed(0)} ms ` +
+      `RunPodSandbox runs (bridge, portmap, from its log): median ${median(r.skiffCniMs).toFixed(0)} ms ` +
       `(${r.skiffCniMs.length} pods):`,
     '',
     '| call | skiff | containerd | skiff/containerd |',
