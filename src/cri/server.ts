@@ -46,6 +46,8 @@ export class CriServer {
     this.server = new Server({
       'grpc.max_receive_message_length': options.maxReceiveMessageLength ?? 16 * 1024 * 1024,
       'grpc.max_send_message_length': options.maxSendMessageLength ?? 16 * 1024 * 1024,
+      // skiff serves no channelz service: its per-call and per-connection bookkeeping would go unread.
+      'grpc.enable_channelz': 0,
     });
     const wrapOptions = { log: options.log, tracker: this.tracker };
     this.server.addService(runtimeDefinition, wrapService(runtimeDefinition, options.runtime, wrapOptions));

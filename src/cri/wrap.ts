@@ -137,16 +137,30 @@ function begin(
   call: { on(event: 'cancelled', cb: () => void): unknown },
 ): Invocation {
   const started = process.hrtime.bigint();
-  const abort = new AbortController();
   let finished = false;
+  // Made when a handler first asks for the signal: most RPCs never do, and an AbortController with its
+  // signal costs more than the rest of this bookkeeping together.
+  let abort: AbortController | undefined;
+  let cancelled: SkiffError | undefined;
   call.on('cancelled', () => {
     // grpc-js emits 'cancelled' when a call's stream closes, also after the answer went out; only a call
     // still running was cancelled (and only then is an error with its stack worth making).
     if (finished) return;
-    abort.abort(new SkiffError('canceled', `${rpc}: the client cancelled the call`));
+    cancelled = new SkiffError('canceled', `${rpc}: the client cancelled the call`);
+    abort?.abort(cancelled);
   });
   return {
-    ctx: { rpc, log, signal: abort.signal },
+    ctx: {
+      rpc,
+      log,
+      get signal() {
+        if (!abort) {
+          abort = new AbortController();
+          if (cancelled) abort.abort(cancelled);
+        }
+        return abort.signal;
+      },
+    },
     finish(err) {
       finished = true;
       if (err === undefined) {

@@ -157,6 +157,21 @@ describe('the CRI wrapper', () => {
     const f = await failure(cri.runtime.status({ verbose: false }, { deadlineMs: 200 }));
     expect(f.code).toBe(status.DEADLINE_EXCEEDED);
     expect(await reason).toMatchObject({ kind: 'canceled' });
+    // A handler that looks at its signal only after the client went away finds it aborted too.
+    let late!: (s: AbortSignal) => void;
+    const lateSignal = new Promise<AbortSignal>((r) => (late = r));
+    const { cri: cri2 } = await serve({
+      version,
+      status: async (_req, ctx) => {
+        await new Promise((r) => setTimeout(r, 500));
+        late(ctx.signal);
+        return { status: { conditions: [] }, info: {}, runtimeHandlers: [], features: undefined };
+      },
+    });
+    await failure(cri2.runtime.status({ verbose: false }, { deadlineMs: 200 }));
+    const s = await lateSignal;
+    expect(s.aborted).toBe(true);
+    expect(s.reason).toMatchObject({ kind: 'canceled' });
     // By now every Version call's stream has closed; answered calls were not cancelled.
     expect(signals.map((s) => s.aborted)).toEqual([false, false, false]);
   });
