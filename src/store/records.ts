@@ -35,6 +35,8 @@ export interface RecordStoreOptions {
 export class RecordStore<M extends RecordMetadata, S extends Versioned> {
   readonly dir: string;
   private readonly byId = new Map<string, StoredRecord<M, S>>();
+  /** The records oldest first, kept until one is added or removed (List* runs far more often). */
+  private ordered: StoredRecord<M, S>[] | undefined;
 
   constructor(private readonly o: RecordStoreOptions) {
     this.dir = o.dir;
@@ -75,6 +77,7 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
         }
       }
       this.byId.set(id, { metadata, status });
+      this.ordered = undefined;
     }
     return orphans;
   }
@@ -94,14 +97,15 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
   }): StoredRecord<M, S>[] {
     const { idPrefix, where } = filter;
     const labels = Object.entries(filter.labels ?? {});
-    return [...this.byId.values()]
-      .filter(
-        (r) =>
-          (!idPrefix || r.metadata.id.startsWith(idPrefix)) &&
-          labels.every(([k, v]) => r.metadata.config.labels[k] === v) &&
-          (!where || where(r)),
-      )
-      .sort((a, b) => compareDecimal(a.metadata.createdAt, b.metadata.createdAt));
+    this.ordered ??= [...this.byId.values()].sort((a, b) =>
+      compareDecimal(a.metadata.createdAt, b.metadata.createdAt),
+    );
+    return this.ordered.filter(
+      (r) =>
+        (!idPrefix || r.metadata.id.startsWith(idPrefix)) &&
+        labels.every(([k, v]) => r.metadata.config.labels[k] === v) &&
+        (!where || where(r)),
+    );
   }
 
   get(id: string): StoredRecord<M, S> | undefined {
@@ -147,11 +151,13 @@ export class RecordStore<M extends RecordMetadata, S extends Versioned> {
       { name: 'metadata.json', data: JSON.stringify(record.metadata), mode: 0o600 },
     ]);
     this.byId.set(record.metadata.id, record);
+    this.ordered = undefined;
   }
 
   /** Forgets the record first, then deletes its dir. Idempotent. */
   async remove(id: string): Promise<void> {
     this.byId.delete(id);
+    this.ordered = undefined;
     await rm(join(this.dirOf(id), 'metadata.json'), { force: true });
     await rm(this.dirOf(id), { recursive: true, force: true });
   }

@@ -34,5 +34,18 @@ describe('RecordStore.select', () => {
     expect(store.select({ where: (r) => r.metadata.id.endsWith('2') }).map((r) => r.metadata.id)).toEqual([
       'b2',
     ]);
+    // The order is kept between calls: it follows creates and removes, and statuses are the current ones.
+    await store.remove('b2');
+    await make('d1', '5');
+    expect(store.select({}).map((r) => r.metadata.id)).toEqual(['d1', 'a1', 'b1', 'c1']);
+    await store.writeStatus('b1', { version: 1 });
+    const b1 = store.select({ idPrefix: 'b' })[0];
+    expect(b1?.status).toBe(store.get('b1')?.status);
+    // A caller changing the returned array does not change the next answer.
+    store.select({}).reverse();
+    expect(store.select({}).map((r) => r.metadata.id)).toEqual(['d1', 'a1', 'b1', 'c1']);
+    const reloaded = new RecordStore<M, { version: 1 }>({ dir, what: 'thing', version: 1 });
+    await reloaded.load();
+    expect(reloaded.select({}).map((r) => r.metadata.id)).toEqual(['d1', 'a1', 'b1', 'c1']);
   });
 });
