@@ -66,15 +66,28 @@ function writeVarint(out: Uint8Array, offset: number, n: number): number {
 }
 
 /**
+ * The last answer made only of `listedContainer` messages, and its bytes: kubelet's next list is usually
+ * the same containers in the same states, and then the same bytes (grpc-js copies them into its frame).
+ */
+let last: { containers: Container[]; bytes: Buffer } | undefined;
+
+/**
  * The serializer of ListContainersResponse and StreamContainersResponse (`repeated Container containers =
  * 1`, nothing else): the cached bytes of each container from `listedContainer`, the generated encoder for
  * any other `Container` object.
  */
 export function serializeContainers(message: { containers: Container[] }): Buffer {
+  const { containers } = message;
+  if (last && sameMessages(last.containers, containers)) return last.bytes;
   const parts: Uint8Array[] = [];
   let size = 0;
-  for (const c of message.containers) {
-    const part = framed.get(c) ?? frame(Container.encode(c).finish());
+  let allListed = true;
+  for (const c of containers) {
+    let part = framed.get(c);
+    if (!part) {
+      part = frame(Container.encode(c).finish());
+      allListed = false;
+    }
     parts.push(part);
     size += part.length;
   }
@@ -84,5 +97,12 @@ export function serializeContainers(message: { containers: Container[] }): Buffe
     out.set(part, offset);
     offset += part.length;
   }
+  if (allListed) last = { containers: [...containers], bytes: out };
   return out;
+}
+
+function sameMessages(a: Container[], b: Container[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

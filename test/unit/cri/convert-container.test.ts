@@ -137,14 +137,36 @@ describe('the container list wire form', () => {
     ).toBe(CriState.CONTAINER_RUNNING);
   });
 
+  it('answers the same list again with the same bytes, and a changed list with its own', () => {
+    const records = Array.from({ length: 20 }, (_, n) => containerRecord(100 + n));
+    const first = serializeContainers({ containers: records.map(listedContainer) });
+    expect(serializeContainers({ containers: records.map(listedContainer) })).toBe(first);
+    const fewer = serializeContainers({ containers: records.slice(1).map(listedContainer) });
+    expect(fewer.equals(generated(records.slice(1).map(toCriContainer)))).toBe(true);
+    const r = records[5];
+    if (!r) throw new Error('no record');
+    r.status = { ...r.status, state: 'exited' };
+    const changed = serializeContainers({ containers: records.map(listedContainer) });
+    expect(changed).not.toBe(first);
+    expect(changed.equals(generated(records.map(toCriContainer)))).toBe(true);
+    // A caller's array changed after the call does not change what the same list is taken to be.
+    const containers = records.map(listedContainer);
+    const bytes = serializeContainers({ containers });
+    containers.reverse();
+    expect(serializeContainers({ containers })).not.toBe(bytes);
+    expect(serializeContainers({ containers }).equals(generated(containers))).toBe(true);
+  });
+
   it('encodes Container messages it did not make with the generated encoder', () => {
     const own = Container.fromPartial({ id: 'x', labels: { a: 'b' }, state: CriState.CONTAINER_EXITED });
     const mixed = [listedContainer(containerRecord(1)), own, listedContainer(containerRecord(2))];
     expect(serializeContainers({ containers: mixed }).equals(generated(mixed))).toBe(true);
-    // Not cached: a later change to the caller's object is sent as it then is.
+    // Not cached, alone or in a list: a later change to the caller's object is sent as it then is.
     own.labels = { a: 'c' };
     expect(
       ListContainersResponse.decode(serializeContainers({ containers: [own] })).containers[0]?.labels,
     ).toEqual({ a: 'c' });
+    own.labels = { a: 'd' };
+    expect(serializeContainers({ containers: mixed }).equals(generated(mixed))).toBe(true);
   });
 });
