@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { ImageServiceService, RuntimeServiceService } from './gen/runtime/v1/api.js';
-import { CriConnection } from './authority.js';
+import { acceptConnection } from './authority.js';
 import { serializeContainers } from './container-wire.js';
 import { CallTracker, type HandlersFor, wrapService } from './wrap.js';
 
@@ -63,13 +63,20 @@ export class CriServer {
     await mkdir(dirname(path), { recursive: true, mode: 0o711 });
     await removeStaleSocket(path);
     // We own the listening socket and hand each connection to grpc-js through a connection injector, so
-    // that the client→server bytes pass AuthorityFixer first (CriConnection in authority.ts: old grpc-go
-    // clients).
+    // that the first client bytes pass AuthorityFixer first (acceptConnection in authority.ts: old grpc-go
+    // clients), and the rest too when the client needs its authority fixed.
     const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
+    const log = this.options.log;
     const listener = createServer((socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      injector.injectConnection(new CriConnection(socket));
+      acceptConnection(
+        socket,
+        (connection) => {
+          injector.injectConnection(connection);
+        },
+        log,
+      );
     });
     await new Promise<void>((resolve, reject) => {
       listener.once('error', (err) => {

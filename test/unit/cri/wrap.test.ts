@@ -1,5 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -66,6 +67,75 @@ describe('the CRI wrapper', () => {
     for (let i = 0; i < 3; i++) expect((await old.runtime.version({ version: '' })).runtimeName).toBe('stub');
     const f = await failure(old.runtime.listContainers({ filter: undefined }));
     expect(f.code).toBe(status.UNIMPLEMENTED);
+  });
+
+  it('gives grpc-js the native socket of a client with a valid authority, a fixing stream otherwise', async () => {
+    const { cri, socketPath, logs } = await serve({ version });
+    await cri.runtime.version({ version: '' });
+    const old = connectCri(socketPath, { authority: socketPath });
+    onTestFinished(() => {
+      old.close();
+    });
+    await old.runtime.version({ version: '' });
+    const conns = logs().filter((l) => l.msg === 'client connection');
+    expect(conns).toEqual([
+      expect.objectContaining({ native: true, authorityRewritten: false }),
+      expect.objectContaining({ native: false, authorityRewritten: true }),
+    ]);
+  });
+
+  it('serves clients that send nothing after their preface until the server has sent its own (grpc-go)', async () => {
+    const { socketPath, logs } = await serve({ version });
+    const proxyPath = `${socketPath}.waiting`;
+    const proxy = createServer((client) => {
+      const upstream = connect(socketPath);
+      let seen = Buffer.alloc(0);
+      const held: Buffer[] = [];
+      let serverSpoke = false;
+      client.on('data', (chunk: Buffer) => {
+        if (serverSpoke) {
+          upstream.write(chunk);
+          return;
+        }
+        // Preface (24 bytes) and the first frame (SETTINGS) go on; the rest waits for the server.
+        seen = Buffer.concat([seen, chunk]);
+        const first = seen.length >= 33 ? 33 + seen.readUIntBE(24, 3) : Infinity;
+        const sent = seen.length - chunk.length;
+        const upTo = Math.min(seen.length, first);
+        if (upTo > sent) upstream.write(seen.subarray(sent, upTo));
+        if (seen.length > upTo) held.push(seen.subarray(Math.max(sent, upTo)));
+      });
+      upstream.on('data', (chunk: Buffer) => {
+        if (!serverSpoke) {
+          serverSpoke = true;
+          for (const h of held) upstream.write(h);
+        }
+        client.write(chunk);
+      });
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('error', () => undefined);
+      upstream.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => proxy.listen(proxyPath, r));
+    onTestFinished(() => {
+      proxy.close();
+    });
+    for (const authority of [undefined, socketPath]) {
+      const waiting = connectCri(proxyPath, authority === undefined ? {} : { authority });
+      onTestFinished(() => {
+        waiting.close();
+      });
+      for (let i = 0; i < 3; i++) {
+        expect((await waiting.runtime.version({ version: '' }, { deadlineMs: 5000 })).runtimeName).toBe(
+          'stub',
+        );
+      }
+    }
+    expect(logs().filter((l) => l.msg === 'client connection')).toEqual([
+      expect.objectContaining({ native: true }),
+      expect.objectContaining({ native: false, authorityRewritten: true }),
+    ]);
   });
 
   it('carries answers larger than the socket buffers, to clients with either authority', async () => {
