@@ -54,6 +54,11 @@ export function wrap(err: unknown, context: string): SkiffError {
 }
 
 /** The message of any thrown value. */
+/** The errno name of a Node.js system error (`ENOENT`, `EBUSY`, ...), or undefined for anything else. */
+export function errnoOf(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

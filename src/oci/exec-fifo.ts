@@ -17,7 +17,7 @@ import { closeSync, constants, open } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { SkiffError } from '../errdefs.js';
+import { SkiffError, errnoOf } from '../errdefs.js';
 
 /** How often init is checked while its end of the fifo is not open (runc checks every 100 ms). */
 const POLL_MS = 50;
@@ -100,8 +100,4 @@ export async function startThroughExecFifo(
     if (errnoOf(err) !== 'ENOENT') throw err;
   });
   return 'started';
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
 }

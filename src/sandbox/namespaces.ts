@@ -34,7 +34,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, readlink, realpath, rmdir, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { SkiffError, isSkiffError, messageOf } from '../errdefs.js';
+import { SkiffError, isSkiffError, messageOf, errnoOf } from '../errdefs.js';
 import { mount, unmount } from '../snapshot/mount.js';
 import { findExecutable, run, stderrTail, type RunResult } from '../util/exec.js';
 
@@ -679,10 +679,6 @@ async function withRollback(err: unknown, what: string, undo: () => Promise<void
       cause: original,
     });
   }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { readFile, realpath } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join, posix } from 'node:path';
-import { SkiffError } from '../../errdefs.js';
+import { SkiffError, errnoOf } from '../../errdefs.js';
 import type {
   ContainerConfig,
   ContainerResources,
@@ -164,10 +164,6 @@ const MAX_SECCOMP_PROFILE_BYTES = 4 << 20;
 
 function invalid(message: string): SkiffError {
   return new SkiffError('invalid-argument', message);
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 // ------------------------------------------------------------------------------------------ process

@@ -8,7 +8,7 @@
  */
 import { lstat, readdir, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SkiffError } from '../../errdefs.js';
+import { SkiffError, errnoOf } from '../../errdefs.js';
 import type { LinuxDevice } from './types.js';
 
 /** The fields of a bigint lstat that classify a device node. */
@@ -36,10 +36,6 @@ export function majorMinor(rdev: bigint): { major: number; minor: number } {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
   return { major: Number(major), minor: Number(minor) };
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 /** The device at `path` (not following a final symlink), or undefined when it is not a char/block node. */

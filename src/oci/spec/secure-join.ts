@@ -13,14 +13,10 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readlink } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
-import { SkiffError } from '../../errdefs.js';
+import { SkiffError, errnoOf } from '../../errdefs.js';
 
 /** The most symlinks one resolution follows (filepath-securejoin's limit). */
 export const MAX_SYMLINKS = 255;
-
-function errnoOf(err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
-}
 
 /**
  * The host path of `unsafePath` (absolute or relative, it does not matter) inside `root`, with every
