@@ -18,6 +18,8 @@ packages=(
   busybox-static                # tests: the userland of the test images
   protobuf-compiler             # protoc: regenerates src/cri/gen from proto/ (drift check in npm test)
   jq
+  gcc libc6-dev                 # builds skiff-helper (src/helper/skiff-helper.c) in `npm run build`
+  g++ make python3              # node-gyp: npm ci builds node-pty and zstd-napi from source
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -27,6 +27,7 @@ import type { Readable, Writable } from 'node:stream';
 import { SkiffError, messageOf } from '../errdefs.js';
 import type { Logger } from '../log.js';
 import { run, type RunResult } from '../util/exec.js';
+import { Helper } from '../util/helper.js';
 import { startThroughExecFifo } from './exec-fifo.js';
 import { execProcessSpec } from './exec-process.js';
 import {
@@ -172,6 +173,74 @@ export function conmonArgs(
   return args;
 }
 
+/** A conmon being started: its pid, stderr, the sync and start pipes, and its (parent's) exit. */
+interface StartedConmon {
+  pid: number;
+  stderr: Readable;
+  syncPipe: Readable;
+  startPipe: Writable;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal: NodeJS.Signals): void;
+  /** Lets go of the pipes (the daemonized conmon keeps its own ends). */
+  release(): void;
+}
+
+/**
+ * Starts conmon in its own session with cwd `dir`, fds 0/1 on /dev/null, 2 a pipe (its command-line
+ * errors), 3 the sync pipe and 4 the start pipe; through skiff-helper when it runs (no fork of the
+ * daemon, see util/helper.ts), else child_process. Rejects with an errno Error when it cannot start.
+ */
+async function startConmon(file: string, args: readonly string[], dir: string): Promise<StartedConmon> {
+  // conmon 2.1.6 also creates `oom` in its working directory (cgroup.c write_oom_files).
+  const env = { PATH: process.env.PATH ?? DEFAULT_PATH, _OCI_SYNCPIPE: '3', _OCI_STARTPIPE: '4' };
+  const helper = Helper.shared();
+  if (helper) {
+    const c = await helper.spawn(file, args, {
+      env,
+      cwd: dir,
+      detached: true,
+      stdio: ['ignore', 'ignore', 'read', 'read', 'write'],
+    });
+    return {
+      pid: c.pid,
+      stderr: c.stdio[2] as Readable,
+      syncPipe: c.stdio[3] as Readable,
+      startPipe: c.stdio[4] as Writable,
+      exited: c.exited,
+      kill: (sig) => c.kill(sig),
+      release: () => {
+        c.release();
+      },
+    };
+  }
+  const child = spawn(file, args, {
+    cwd: dir,
+    detached: true,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+    });
+  });
+  // Surface a failed start (ENOENT, …) as this function's rejection, as the helper path does.
+  await Promise.race([
+    exited.then(() => undefined),
+    new Promise<void>((resolve) => child.once('spawn', resolve)),
+  ]);
+  return {
+    pid: child.pid ?? 0,
+    stderr: child.stderr as Readable,
+    syncPipe: child.stdio[3] as Readable,
+    startPipe: child.stdio[4] as Writable,
+    exited,
+    kill: (sig) => child.kill(sig),
+    release: () => undefined,
+  };
+}
+
 interface SyncMessage {
   data: number;
   message?: string;
@@ -223,45 +292,33 @@ export class ConmonRuntime implements OciRuntime {
 
     // fd 3 is the sync pipe (conmon writes its report), fd 4 the start pipe (we write one byte). stdout is
     // /dev/null; stderr is ours only until conmon forks, for its command-line errors.
-    const child = spawn(this.conmonPath, args, {
-      // conmon 2.1.6 also creates `oom` in its working directory (cgroup.c write_oom_files).
-      cwd: t.dir,
-      detached: true,
-      env: { PATH: process.env.PATH ?? DEFAULT_PATH, _OCI_SYNCPIPE: '3', _OCI_STARTPIPE: '4' },
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
-    });
-    const stderr = child.stderr;
-    const syncPipe = child.stdio[3] as Readable;
-    const startPipe = child.stdio[4] as Writable;
+    let child: StartedConmon;
+    try {
+      child = await startConmon(this.conmonPath, args, t.dir);
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'ENOENT'
+        ? new SkiffError(
+            'failed-precondition',
+            `${what}: conmon not found at "${this.conmonPath}"; install conmon or fix the configured path`,
+          )
+        : new SkiffError('unknown', `${what}: spawn conmon: ${messageOf(e)}`, { cause: e });
+    }
+    const { stderr, syncPipe, startPipe, exited } = child;
     startPipe.on('error', () => undefined);
     const stderrChunks: Buffer[] = [];
-    stderr?.on('data', (b: Buffer) => stderrChunks.push(b));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once('error', (e: NodeJS.ErrnoException) => {
-        reject(
-          e.code === 'ENOENT'
-            ? new SkiffError(
-                'failed-precondition',
-                `${what}: conmon not found at "${this.conmonPath}"; install conmon or fix the configured path`,
-              )
-            : new SkiffError('unknown', `${what}: spawn conmon: ${e.message}`, { cause: e }),
-        );
-      });
-      child.once('exit', (code, signal) => {
-        resolve({ code, signal });
-      });
-    });
+    stderr.on('data', (b: Buffer) => stderrChunks.push(b));
     exited.catch(() => undefined);
     const report = readSyncMessage(syncPipe);
     report.catch(() => undefined);
     const cleanupPipes = (): void => {
       syncPipe.destroy();
       startPipe.destroy();
-      stderr?.destroy();
+      stderr.destroy();
+      child.release();
     };
 
     try {
-      if (o.conmonCgroup !== '' && !o.systemdCgroup && child.pid !== undefined) {
+      if (o.conmonCgroup !== '' && !o.systemdCgroup) {
         await joinCgroup(child.pid, o.conmonCgroup).catch((err: unknown) => {
           child.kill('SIGKILL');
           throw err;

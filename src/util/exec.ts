@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { SkiffError } from '../errdefs.js';
+import { Helper } from './helper.js';
 
 export interface RunOptions {
   /** Defaults to a minimal PATH-only environment, so nothing leaks from the daemon's own. */
@@ -28,8 +29,69 @@ export interface RunResult {
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** Runs a program to completion; never throws for a non-zero exit (see `runChecked`). */
+/**
+ * Runs a program to completion; never throws for a non-zero exit (see `runChecked`). Started through
+ * skiff-helper when it is there (util/helper.ts: no fork of the daemon), else with child_process.
+ */
 export function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  const helper = Helper.shared();
+  return helper ? runViaHelper(helper, file, args, options) : runViaNode(file, args, options);
+}
+
+async function runViaHelper(
+  helper: Helper,
+  file: string,
+  args: readonly string[],
+  options: RunOptions,
+): Promise<RunResult> {
+  const max = options.maxOutputBytes ?? 1024 * 1024;
+  if (options.signal?.aborted) throw new SkiffError('canceled', `run ${file}: cancelled`);
+  let child;
+  try {
+    child = await helper.spawn(file, args, {
+      env: options.env ?? { PATH: process.env.PATH ?? DEFAULT_PATH },
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+      stdio: ['write', 'read', 'read'],
+    });
+  } catch (e) {
+    throw spawnError(file, e as NodeJS.ErrnoException);
+  }
+  const out = capped(max);
+  const err = capped(max);
+  child.stdio[1]?.on('data', out.push);
+  child.stdio[2]?.on('data', err.push);
+  const stdin = child.stdio[0] as NodeJS.WritableStream;
+  stdin.end(options.input ?? '');
+  const killSignal = options.killSignal ?? 'SIGKILL';
+  const onAbort = (): void => {
+    child.kill(killSignal);
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+  const timer =
+    options.timeoutMs !== undefined && options.timeoutMs > 0
+      ? setTimeout(() => child.kill(killSignal), options.timeoutMs)
+      : undefined;
+  try {
+    const { code, signal } = await child.closed;
+    if (options.signal?.aborted) throw new SkiffError('canceled', `run ${file}: cancelled`);
+    return { code, signal, stdout: out.text(), stderr: err.text() };
+  } finally {
+    if (timer) clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+function spawnError(file: string, e: NodeJS.ErrnoException): SkiffError {
+  if (e.code === 'ENOENT') {
+    return new SkiffError('failed-precondition', `run ${file}: executable not found in PATH`, { cause: e });
+  }
+  if (e.name === 'AbortError') return new SkiffError('canceled', `run ${file}: cancelled`, { cause: e });
+  if (e instanceof SkiffError) return e;
+  return new SkiffError('unknown', `run ${file}: ${e.message}`, { cause: e });
+}
+
+function runViaNode(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
   const max = options.maxOutputBytes ?? 1024 * 1024;
   return new Promise<RunResult>((resolve, reject) => {
     const child = spawn(file, args, {
@@ -45,15 +107,7 @@ export function run(file: string, args: readonly string[], options: RunOptions =
     child.stdout.on('data', out.push);
     child.stderr.on('data', err.push);
     child.once('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') {
-        reject(
-          new SkiffError('failed-precondition', `run ${file}: executable not found in PATH`, { cause: e }),
-        );
-      } else if (e.name === 'AbortError') {
-        reject(new SkiffError('canceled', `run ${file}: cancelled`, { cause: e }));
-      } else {
-        reject(new SkiffError('unknown', `run ${file}: ${e.message}`, { cause: e }));
-      }
+      reject(spawnError(file, e));
     });
     child.once('close', (code, signal) => {
       resolve({ code, signal, stdout: out.text(), stderr: err.text() });
