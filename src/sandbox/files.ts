@@ -11,9 +11,8 @@ import { mkdir, readFile, realpath, rmdir } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
-import { mountsUnder, unmount } from '../snapshot/mount.js';
+import { mountFs, mountsUnder, unmount } from '../snapshot/mount.js';
 import { writeFilesAtomic } from '../util/atomic.js';
-import { run, stderrTail } from '../util/exec.js';
 
 /** A CRI `DNSConfig`: nameservers, search domains and resolver options (resolv.conf(5)). */
 export interface DnsConfig {
@@ -44,8 +43,6 @@ export interface PodFilePaths {
 
 /** containerd's default /dev/shm size for a pod (defaultShmSize, 64 MiB), as Docker's. */
 export const DEFAULT_SHM_SIZE = 64 * 1024 * 1024;
-
-const MOUNT_TIMEOUT_MS = 30_000;
 
 /**
  * kubelet's managed /etc/hosts (pkg/kubelet/kubelet_pods.go, managedHostsFileContent): its header, the
@@ -159,16 +156,13 @@ export async function mountShm(path: string, sizeBytes: number): Promise<void> {
   if ((await mountsUnder(real)).includes(real)) {
     throw new SkiffError('already-exists', `${what}: something is already mounted there`);
   }
-  const options = `mode=1777,nosuid,nodev,noexec,size=${String(sizeBytes)}`;
-  const res = await run('mount', ['-t', 'tmpfs', '-o', options, 'shm', real], {
-    timeoutMs: MOUNT_TIMEOUT_MS,
-  });
-  if (res.code === 0) return;
-  const tail = stderrTail(res.stderr);
-  if (/permission denied|must be superuser|operation not permitted/i.test(tail)) {
-    throw new SkiffError('permission-denied', `${what}: ${tail}: mounting needs root (CAP_SYS_ADMIN)`);
-  }
-  throw new SkiffError('unknown', `${what}: mount exited with status ${String(res.code)}: ${tail}`);
+  await mountFs('tmpfs', 'shm', real, [
+    'nosuid',
+    'nodev',
+    'noexec',
+    'mode=1777',
+    `size=${String(sizeBytes)}`,
+  ]);
 }
 
 /**

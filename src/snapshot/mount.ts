@@ -7,12 +7,16 @@
  * minus the NUL). containerd meets this twice: snapshot dirs have short numeric ids, and when the option
  * string is still too long it mounts from inside the lowerdirs' common parent with relative paths
  * (mount_linux.go, compactLowerdirOption). Skiff does both: ids are small integers (snapshots.ts), and
- * `mount` below runs `mount(8)` with that parent as its working directory when it must.
+ * `mount` below mounts with that parent as its working directory when it must.
+ *
+ * Mounting is a mount(2) call made by skiff-helper (util/helper.ts) when it runs, so no process is
+ * started per mount; `mount(8)`/`umount(8)` through util/exec otherwise.
  */
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { SkiffError } from '../errdefs.js';
+import { messageOf, SkiffError } from '../errdefs.js';
 import { run, stderrTail } from '../util/exec.js';
+import { Helper } from '../util/helper.js';
 
 /** What to mount, in containerd's mount.Mount shape (type, source, options). */
 export interface Mount {
@@ -75,6 +79,15 @@ export async function mount(target: string, m: Mount): Promise<void> {
       `mount ${m.type} on ${target}: options are ${data.length} bytes, more than the kernel's ${MAX_MOUNT_DATA} (too many layers)`,
     );
   }
+  const helper = Helper.shared();
+  if (helper) {
+    await mountSyscall(helper, m.type === 'overlay' ? 'overlay' : '', m.source, target, options, cwd).catch(
+      (err: unknown) => {
+        throw mountError(`mount ${m.type} on ${target}`, err);
+      },
+    );
+    return;
+  }
   const args =
     m.type === 'overlay' ? ['-t', 'overlay', '-o', data, m.source, target] : ['-o', data, m.source, target];
   const res = await run('mount', args, {
@@ -95,6 +108,24 @@ export async function mount(target: string, m: Mount): Promise<void> {
  * from any rollback. `lazy` detaches a busy mount (MNT_DETACH) instead of failing.
  */
 export async function unmount(target: string, options: { lazy?: boolean } = {}): Promise<void> {
+  const helper = Helper.shared();
+  if (helper) {
+    try {
+      await helper.umount(target, options.lazy ? MNT_DETACH : 0);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // EINVAL: not a mount point; ENOENT: no such path. Either way nothing is mounted there.
+      if ((code === 'EINVAL' || code === 'ENOENT') && !(await mountsUnder(target)).includes(target)) return;
+      if (code === 'EBUSY') {
+        throw new SkiffError(
+          'failed-precondition',
+          `unmount ${target}: target is busy (a process still uses it)`,
+        );
+      }
+      throw mountError(`unmount ${target}`, err);
+    }
+  }
   const res = await run('umount', [...(options.lazy ? ['--lazy'] : []), target], {
     timeoutMs: MOUNT_TIMEOUT_MS,
   });
@@ -144,4 +175,137 @@ function compactLowerDirs(options: string[]): { options: string[]; cwd: string }
   const rewritten = [...options];
   rewritten[index] = `lowerdir=${relative.join(':')}`;
   return { options: rewritten, cwd: common };
+}
+
+const MS = {
+  ro: 0x1,
+  nosuid: 0x2,
+  nodev: 0x4,
+  noexec: 0x8,
+  sync: 0x10,
+  remount: 0x20,
+  dirsync: 0x80,
+  noatime: 0x400,
+  nodiratime: 0x800,
+  bind: 0x1000,
+  rec: 0x4000,
+  unbindable: 0x20000,
+  private: 0x40000,
+  slave: 0x80000,
+  shared: 0x100000,
+  relatime: 0x200000,
+  strictatime: 0x1000000,
+} as const;
+const MNT_DETACH = 2;
+
+/**
+ * mount(8)'s option words as mount(2) flags plus the filesystem's data string (what is not a flag).
+ * `bind`/`rbind` set MS_BIND (and MS_REC); a read-only bind needs a second, remounting call (`remountRo`),
+ * as mount(8) makes it.
+ */
+export function mountFlags(options: readonly string[]): { flags: number; data: string; remountRo: boolean } {
+  let flags = 0;
+  const data: string[] = [];
+  for (const o of options) {
+    switch (o) {
+      case 'rw':
+      case 'suid':
+      case 'dev':
+      case 'exec':
+      case 'defaults':
+        break;
+      case 'bind':
+        flags |= MS.bind;
+        break;
+      case 'rbind':
+        flags |= MS.bind | MS.rec;
+        break;
+      case 'private':
+      case 'slave':
+      case 'shared':
+      case 'unbindable':
+        flags |= MS[o];
+        break;
+      case 'rprivate':
+      case 'rslave':
+      case 'rshared':
+      case 'runbindable':
+        flags |= MS[o.slice(1) as 'private'] | MS.rec;
+        break;
+      default:
+        if (Object.hasOwn(MS, o) && o !== 'rec') flags |= MS[o as keyof typeof MS];
+        else data.push(o);
+    }
+  }
+  const remountRo = (flags & MS.bind) !== 0 && (flags & MS.ro) !== 0;
+  if (remountRo) flags &= ~MS.ro;
+  return { flags, data: data.join(','), remountRo };
+}
+
+/** One mount as mount(8) would make it from `options`, by system call through the helper. */
+async function mountSyscall(
+  helper: Helper,
+  fstype: string,
+  source: string,
+  target: string,
+  options: readonly string[],
+  cwd = '',
+): Promise<void> {
+  const { flags, data, remountRo } = mountFlags(options);
+  await helper.mount(source, target, fstype, flags, data, cwd);
+  if (!remountRo) return;
+  try {
+    await helper.mount('', target, '', MS.remount | MS.bind | MS.ro, '');
+  } catch (err) {
+    await helper.umount(target, MNT_DETACH).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Mounts a filesystem (`fstype`, e.g. tmpfs) with mount(8)-style `options`; through the helper when it
+ * runs, else `mount -t`. Errors as `mount`.
+ */
+export async function mountFs(
+  fstype: string,
+  source: string,
+  target: string,
+  options: readonly string[],
+): Promise<void> {
+  const what = `mount ${fstype} on "${target}"`;
+  const helper = Helper.shared();
+  if (helper) {
+    await mountSyscall(helper, fstype, source, target, options).catch((err: unknown) => {
+      throw mountError(what, err);
+    });
+    return;
+  }
+  const res = await run('mount', ['-t', fstype, '-o', options.join(','), source, target], {
+    timeoutMs: MOUNT_TIMEOUT_MS,
+  });
+  if (res.code === 0) return;
+  const tail = stderrTail(res.stderr);
+  if (/permission denied|must be superuser|operation not permitted/i.test(tail)) {
+    throw new SkiffError('permission-denied', `${what}: ${tail}: mounting needs root (CAP_SYS_ADMIN)`);
+  }
+  throw new SkiffError('unknown', `${what}: mount exited with status ${String(res.code)}: ${tail}`);
+}
+
+/** A helper mount/umount failure as a SkiffError that names the errno and, where we know it, the cause. */
+function mountError(what: string, err: unknown): SkiffError {
+  if (err instanceof SkiffError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code === 'EPERM' || code === 'EACCES') {
+    return new SkiffError('permission-denied', `${what}: ${code}: mounting needs root (CAP_SYS_ADMIN)`);
+  }
+  if (code === 'ENOENT') {
+    return new SkiffError(
+      'not-found',
+      `${what}: ENOENT: the mount point or a source directory does not exist`,
+    );
+  }
+  if (code === 'ENODEV') {
+    return new SkiffError('failed-precondition', `${what}: ENODEV: the kernel does not have this filesystem`);
+  }
+  return new SkiffError('unknown', `${what}: ${code || messageOf(err)}`);
 }
