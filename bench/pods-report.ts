@@ -69,7 +69,7 @@ export interface PodResults {
   /** skiff's CNI ADD per pod in the sequential RunPodSandbox runs, from its own log, ms. */
   skiffCniMs: number[];
   /** What a spawn costs a Node.js process here (see bench/pods.ts spawnCost), ms. */
-  spawnMs: { blockMs: number; exitMs: number };
+  spawnMs: { blockMs: number; exitMs: number; helperExitMs: number };
   /** Size of one encoded ListContainersResponse with all the containers, bytes. */
   responseBytes: Map<RuntimeName, number>;
   raw: Record<
@@ -144,7 +144,8 @@ export function renderPodReport(r: PodResults): string {
       `besides the containers: skiff ${r.infraSeen.get('skiff') ?? '?'}, containerd ${r.infraSeen.get('containerd') ?? '?'}`,
     `- starting a process from Node.js here: \`child_process.spawn('/bin/true')\` blocks the calling thread ` +
       `${r.spawnMs.blockMs.toFixed(1)} ms and the process has exited after ${r.spawnMs.exitMs.toFixed(1)} ms (medians of 20, ` +
-      'measured in the bench process; skiff starts every helper this way)',
+      'measured in the bench process); through skiff-helper, as skiff starts its helper processes, ' +
+      `the process has exited after ${r.spawnMs.helperExitMs.toFixed(1)} ms and the calling thread is not blocked`,
     `- load average (1/5/15 min) ${r.loadBefore} before, ${r.loadAfter} after; other work on the machine ` +
       '(CPU time of processes that are not the bench, its daemons, their monitors or children; in ' +
       "parentheses that of orphans reaped by init, ours and others' mixed) per phase: " +

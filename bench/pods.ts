@@ -82,6 +82,7 @@ import {
   statusKiB,
 } from './proc.js';
 import { median, writeReport } from './report.js';
+import { Helper } from '../src/util/helper.js';
 
 const SKIFF_NET: Omit<SkiffNetwork, 'confDir'> = { bridge: 'sbr-bench', subnet: '10.91.0.0/16' };
 const CONTAINERD_NET: ContainerdNetwork = {
@@ -568,19 +569,30 @@ function noiseGauge(sides: readonly Side[]): () => Noise {
 /**
  * What starting a process costs a Node.js process on this machine: how long `child_process.spawn()`
  * blocks the calling thread (libuv forks, then waits for the exec) and how long until `/bin/true` has
- * exited, medians of `n`. skiff spawns every helper (mount, unshare, CNI plugins, conmon, runc) this way.
+ * exited; and the same exit time through skiff-helper (util/helper.ts), as skiff starts its helpers
+ * (unshare, CNI plugins, conmon, runc). Medians of `n`.
  */
-async function spawnCost(n = 20): Promise<{ blockMs: number; exitMs: number }> {
+async function spawnCost(n = 20): Promise<{ blockMs: number; exitMs: number; helperExitMs: number }> {
   const block: number[] = [];
   const exit: number[] = [];
+  const viaHelper: number[] = [];
+  const helper = Helper.shared();
+  if (!helper) throw new Error(`skiff-helper is not built (${String(Helper.missing())}): npm run build`);
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     const child = spawn('/bin/true', [], { stdio: ['pipe', 'pipe', 'pipe'] });
     block.push(performance.now() - t0);
     await new Promise((r) => child.once('close', r));
     exit.push(performance.now() - t0);
+    const t1 = performance.now();
+    const c = await helper.spawn('/bin/true', [], { env: {}, stdio: ['write', 'read', 'read'] });
+    (c.stdio[0] as NodeJS.WritableStream).end();
+    (c.stdio[1] as NodeJS.ReadableStream).resume();
+    (c.stdio[2] as NodeJS.ReadableStream).resume();
+    await c.closed;
+    viaHelper.push(performance.now() - t1);
   }
-  return { blockMs: median(block), exitMs: median(exit) };
+  return { blockMs: median(block), exitMs: median(exit), helperExitMs: median(viaHelper) };
 }
 
 /** skiff's own record of each pod's CNI ADD (`pod network attached`, logged at info), for `podIds`. */

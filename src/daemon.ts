@@ -25,6 +25,7 @@ import { SandboxService } from './sandbox/service.js';
 import { ConmonRuntime } from './oci/conmon.js';
 import { probeRuntimeHandler } from './oci/handlers.js';
 import { findExecutable } from './util/exec.js';
+import { Helper } from './util/helper.js';
 import { PriorityGate } from './util/priority-gate.js';
 import { SnapshotStore } from './snapshot/snapshots.js';
 import { SKIFF_VERSION } from './version.js';
@@ -62,6 +63,13 @@ export class Daemon {
     for (const h of handlers) {
       if (!h.resolvedPath)
         log.warn('runtime handler binary not found', { handler: h.name, binary: h.binaryPath });
+    }
+    const helper = Helper.shared();
+    if (helper === undefined) {
+      log.warn('skiff-helper is not built: processes start by forking the daemon and mounts run mount(8)', {
+        expected: Helper.missing(),
+        fix: 'npm run build (needs gcc and libc6-dev)',
+      });
     }
     const network = new NetworkManager({
       confDir: config.network.conf_dir,
@@ -223,6 +231,7 @@ export class Daemon {
       root: config.root,
       state: config.state,
       defaultRuntimeHandler: config.runtime.default_runtime_handler,
+      helperPid: helper?.pid,
     });
     return new Daemon(server, log, registry, containers, streams);
   }
