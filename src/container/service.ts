@@ -34,6 +34,7 @@ import type { SnapshotStore } from '../snapshot/snapshots.js';
 import { KeyedMutex } from '../store/keyed-mutex.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { PriorityGate } from '../util/priority-gate.js';
+import { eachLimited } from '../util/each-limited.js';
 import { Rollback } from '../util/rollback.js';
 import {
   CONTAINER_RECORD_VERSION,
@@ -93,6 +94,8 @@ export interface ContainerEvent {
 
 /** Termination messages are capped as kubelet caps them (4 KiB). */
 const MAX_MESSAGE = 4096;
+/** Containers reconciled at once at start-up. */
+const RECONCILE_CONCURRENCY = 4;
 /** ExecSync output cap per stream (16 MiB, as containerd's). */
 const MAX_EXEC_OUTPUT = 16 * 1024 * 1024;
 const TERMINATION_PATH_ANNOTATION = 'io.kubernetes.container.terminationMessagePath';
@@ -131,6 +134,7 @@ export class ContainerService {
       });
       await this.records.remove(id);
     }
+    const live: ContainerRecord[] = [];
     for (const r of this.records.list()) {
       if (!this.o.sandboxes.records.get(r.metadata.sandboxId)) {
         // Its sandbox was never completed (a RunPodSandbox interrupted after its pause container
@@ -144,9 +148,11 @@ export class ContainerService {
         });
         continue;
       }
-      if (r.status.state === 'exited') continue;
-      await this.reconcile(r);
+      if (r.status.state !== 'exited') live.push(r);
     }
+    // Each reconcile is a file read and maybe a `runc state`; a few at a time keeps a restart with
+    // hundreds of containers short without flooding a small node.
+    await eachLimited(live, RECONCILE_CONCURRENCY, (r) => this.reconcile(r));
   }
 
   private async reconcile(r: ContainerRecord): Promise<void> {
