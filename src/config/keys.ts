@@ -343,7 +343,7 @@ export const configRows: readonly Row[] = [
     'sandbox.start_concurrency',
     int({ min: 0, max: 1024 }),
     0,
-    'Pod start-up steps (RunPodSandbox, CreateContainer, StartContainer) in progress at once; the rest wait, the pods that arrived first going first. Their helpers (CNI plugins, mount, conmon, runc) are CPU-bound, so a limit near the CPU count gets the first pods ready early without slowing the batch. 0 means the number of CPUs (at least 2).',
+    'Pod start-up steps (RunPodSandbox, CreateContainer, StartContainer) in progress at once; the rest wait, the pods that arrived first going first. Their helper processes (CNI plugins, conmon, runc) are CPU-bound, so a limit near the CPU count gets the first pods ready early without slowing the batch. 0 means the number of CPUs (at least 2).',
   ),
 
   section('images', 'Image pulls and storage.'),
