@@ -261,6 +261,13 @@ static pid_t start_child(const char *path, char *const argv[], char *const envp[
     if (*cwd && chdir(cwd) < 0) goto fail;
     if (new_session && setsid() < 0) goto fail;
     execve(path, argv, envp);
+    if (errno == ENOEXEC) {
+      /* As execvp: `sh path argv[1]…`, in the spare slot before argv (do_spawn) and argv[0]'s. */
+      char **sh = (char **)argv - 1;
+      sh[0] = "sh";
+      sh[1] = (char *)path;
+      execve("/bin/sh", sh, envp);
+    }
   fail:
     child_errno = errno ? errno : EINVAL;
     _exit(127);
@@ -285,14 +292,16 @@ static void do_spawn(uint32_t id, struct cursor *c) {
   const char *file = cur_str(c);
   uint32_t argc = cur_u32(c);
   if (argc > 1u << 20) c->ok = 0;
-  char **argv = c->ok ? calloc(argc + 1, sizeof(char *)) : NULL;
+  /* A spare slot in front: a file without #! runs as `sh file args…`, as execvp does (start_child). */
+  char **slots = c->ok ? calloc(argc + 2, sizeof(char *)) : NULL;
+  char **argv = slots ? slots + 1 : NULL;
   for (uint32_t i = 0; argv && i < argc; i++) argv[i] = (char *)cur_str(c);
   uint32_t envc = cur_u32(c);
   if (envc > 1u << 20) c->ok = 0;
   char **envp = c->ok ? calloc(envc + 1, sizeof(char *)) : NULL;
   for (uint32_t i = 0; envp && i < envc; i++) envp[i] = (char *)cur_str(c);
-  if (!c->ok || !argv || !envp) {
-    free(argv);
+  if (!c->ok || !argv || !envp || argc == 0) {
+    free(slots);
     free(envp);
     unsigned char b[8];
     put32(b, 0);
@@ -338,7 +347,7 @@ static void do_spawn(uint32_t id, struct cursor *c) {
   }
   for (int i = 0; i < MAX_FDS; i++)
     if (theirs[i] >= 0) close(theirs[i]);
-  free(argv);
+  free(slots);
   free(envp);
 
   unsigned char b[8];
@@ -492,9 +501,10 @@ static void reap(void) {
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 0; /* skiff died before the line above */
+  /* argv[1]: skiff's pid. If skiff died before the line above, we were reparented already. */
+  if (argc > 1 && getppid() != (pid_t)atol(argv[1])) return 0;
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);

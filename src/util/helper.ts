@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { SkiffError } from '../errdefs.js';
@@ -63,6 +63,8 @@ export class HelperChild {
   private isClosed = false;
   private resolveExited: (e: Exit) => void = () => undefined;
   private resolveClosed: (e: Exit) => void = () => undefined;
+  private rejectExited: (e: Error) => void = () => undefined;
+  private rejectClosed: (e: Error) => void = () => undefined;
 
   constructor(
     private readonly helper: Helper,
@@ -70,8 +72,17 @@ export class HelperChild {
     readonly pid: number,
     kinds: readonly FdKind[],
   ) {
-    this.exited = new Promise<Exit>((r) => (this.resolveExited = r));
-    this.closed = new Promise<Exit>((r) => (this.resolveClosed = r));
+    this.exited = new Promise<Exit>((resolve, reject) => {
+      this.resolveExited = resolve;
+      this.rejectExited = reject;
+    });
+    this.closed = new Promise<Exit>((resolve, reject) => {
+      this.resolveClosed = resolve;
+      this.rejectClosed = reject;
+    });
+    // A caller may await only one of them; the other's rejection (onLost) is not a crash.
+    this.exited.catch(() => undefined);
+    this.closed.catch(() => undefined);
     this.stdio = kinds.map((k, fd) => {
       if (k === 'read') {
         this.openReads++;
@@ -82,8 +93,18 @@ export class HelperChild {
       if (k === 'write') {
         return new Writable({
           write: (chunk: Buffer, _enc, cb) => {
-            this.helper.send(REQ_WRITE, id, Buffer.concat([Buffer.from([fd]), chunk]));
-            cb();
+            // Frames of at most 1 MiB (the helper refuses huge frames); done once the last is flushed
+            // to the helper's pipe, which is the back-pressure a caller gets.
+            for (let off = 0; off < chunk.length || off === 0; off += WRITE_FRAME_MAX) {
+              const part = chunk.subarray(off, off + WRITE_FRAME_MAX);
+              const last = off + WRITE_FRAME_MAX >= chunk.length;
+              const frame = Buffer.concat([Buffer.from([fd]), part]);
+              if (last)
+                this.helper.send(REQ_WRITE, id, frame, () => {
+                  cb();
+                });
+              else this.helper.send(REQ_WRITE, id, frame);
+            }
           },
           final: (cb) => {
             this.helper.send(REQ_CLOSE, id, Buffer.from([fd]));
@@ -140,10 +161,16 @@ export class HelperChild {
     this.maybeClose();
   }
 
-  /** @internal The helper went away: the child's fate is unknown; report it as killed. */
-  onLost(): void {
-    for (const r of this.reads) if (r) this.endRead(r);
-    if (this.exit === undefined) this.onExit(osConstants.signals.SIGKILL);
+  /** @internal The helper went away: the child may still run, and its exit will never be known here. */
+  onLost(why: string): void {
+    this.isClosed = true;
+    for (const r of this.reads) if (r && !r.writableEnded) r.end();
+    const err = new SkiffError(
+      'unavailable',
+      `lost track of process ${String(this.pid)} (it may still run): ${why}`,
+    );
+    if (this.exit === undefined) this.rejectExited(err);
+    this.rejectClosed(err);
   }
 
   private endRead(s: PassThrough): void {
@@ -170,13 +197,19 @@ interface Pending {
 export class Helper {
   private static instance: Helper | undefined;
   private static missingPath: string | undefined;
+  private static deaths = 0;
 
   /**
    * The daemon-wide helper, started on first use (and again after it died); undefined when its binary is
-   * not there (see `helperPath`).
+   * not there (see `helperPath`), or when it died MAX_DEATHS times (then callers fall back for good).
    */
   static shared(): Helper | undefined {
     if (Helper.instance && !Helper.instance.dead) return Helper.instance;
+    if (Helper.instance?.dead) {
+      Helper.instance = undefined;
+      if (++Helper.deaths >= MAX_DEATHS) Helper.missingPath ??= `${helperPath()} (died ${MAX_DEATHS} times)`;
+    }
+    if (Helper.deaths >= MAX_DEATHS) return undefined;
     const path = helperPath();
     if (!existsSync(path)) {
       Helper.missingPath = path;
@@ -202,9 +235,15 @@ export class Helper {
   private stderrTail = '';
 
   private constructor(path: string) {
-    this.proc = spawn(path, [], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
+    // argv[1]: our pid, so the helper can tell it started after we died (its parent is then another).
+    this.proc = spawn(path, [String(process.pid)], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
     this.proc.stdout.on('data', (b: Buffer) => {
       this.onData(b);
+    });
+    // The end of its output is the end of the helper for us: every frame before it has been read, and
+    // 'exit' may never come while nothing else holds the event loop (the process handle is unref'd).
+    this.proc.stdout.on('close', () => {
+      this.lose(`skiff-helper closed its output${this.stderrTail ? `: ${this.stderrTail.trim()}` : ''}`);
     });
     this.proc.stderr.on('data', (b: Buffer) => {
       this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-2000);
@@ -248,6 +287,16 @@ export class Helper {
     if (options.stdio.length < 3 || options.stdio.length > 8) {
       throw new SkiffError('internal', `helper spawn: ${options.stdio.length} fds (3 to 8)`);
     }
+    // As child_process: a relative path is relative to our working directory (the helper's is /).
+    if (file.includes('/')) file = resolvePath(file);
+    const cwd = options.cwd === undefined || options.cwd === '' ? '' : resolvePath(options.cwd);
+    noNul(
+      `spawn ${file}`,
+      file,
+      cwd,
+      ...args,
+      ...Object.entries(options.env).map(([k, v]) => `${k}=${v ?? ''}`),
+    );
     const env = Object.entries(options.env)
       .filter((e): e is [string, string] => e[1] !== undefined)
       .map(([k, v]) => `${k}=${v}`);
@@ -265,7 +314,7 @@ export class Helper {
         ...options.stdio.map((k) => (k === 'ignore' ? 0 : k === 'write' ? 1 : 2)),
       ]),
     );
-    parts.push(str(options.cwd ?? ''), str(file), u32(args.length + 1), str(file));
+    parts.push(str(cwd), str(file), u32(args.length + 1), str(file));
     for (const a of args) parts.push(str(a));
     parts.push(u32(env.length));
     for (const e of env) parts.push(str(e));
@@ -288,6 +337,7 @@ export class Helper {
     data: string,
     cwd = '',
   ): Promise<void> {
+    noNul(`mount ${target}`, source, target, fstype, data, cwd);
     const head = Buffer.alloc(8);
     head.writeUInt32LE(flags % 2 ** 32, 0);
     head.writeUInt32LE(Math.floor(flags / 2 ** 32), 4);
@@ -298,6 +348,7 @@ export class Helper {
 
   /** umount2(2) with `flags` (MNT_DETACH = 2); rejects with an errno Error (`code` set). */
   async umount(target: string, flags = 0): Promise<void> {
+    noNul(`umount ${target}`, target);
     const head = Buffer.alloc(4);
     head.writeUInt32LE(flags);
     const [errno] = await this.request(
@@ -310,13 +361,22 @@ export class Helper {
   }
 
   /** @internal */
-  send(type: number, id: number, body: Buffer): void {
-    if (this.dead) return;
+  send(type: number, id: number, body: Buffer, flushed?: () => void): void {
+    if (this.dead) {
+      flushed?.();
+      return;
+    }
     const head = Buffer.alloc(9);
     head.writeUInt32LE(5 + body.length, 0);
     head.writeUInt8(type, 4);
     head.writeUInt32LE(id, 5);
-    this.proc.stdin.write(Buffer.concat([head, body]));
+    this.proc.stdin.write(
+      Buffer.concat([head, body]),
+      flushed &&
+        (() => {
+          flushed();
+        }),
+    );
   }
 
   /** @internal */
@@ -406,9 +466,30 @@ export class Helper {
     this.dead = true;
     for (const p of this.pending.values()) p.reject(new SkiffError('unavailable', why));
     this.pending.clear();
-    for (const c of this.children.values()) c.onLost();
+    this.kinds.clear();
+    for (const c of this.children.values()) c.onLost(why);
     this.children.clear();
+    this.started.clear();
     this.busy();
+  }
+}
+
+/** Helper deaths after which skiff stops restarting it and starts processes itself. */
+const MAX_DEATHS = 3;
+/** The largest WRITE frame sent (the helper refuses frames over 64 MiB). */
+const WRITE_FRAME_MAX = 1024 * 1024;
+
+function resolvePath(p: string): string {
+  return isAbsolute(p) ? p : resolve(p);
+}
+
+/** Strings travel NUL-terminated; one with a NUL in it would be cut short (child_process refuses it too). */
+function noNul(what: string, ...values: string[]): void {
+  if (values.some((v) => v.includes('\0'))) {
+    throw new SkiffError(
+      'invalid-argument',
+      `${what}: an argument, path or environment entry contains a NUL byte`,
+    );
   }
 }
 
@@ -426,9 +507,11 @@ function decodeKinds(spawnBody: Buffer): FdKind[] {
   return out;
 }
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
-  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
-);
+// The first name per number (SIGABRT, not its alias SIGIOT), as Node reports signals.
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, n] of Object.entries(osConstants.signals)) {
+  if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
+}
 
 function signalName(n: number): NodeJS.Signals {
   return SIGNAL_NAMES.get(n) ?? 'SIGKILL';

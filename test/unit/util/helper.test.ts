@@ -3,6 +3,9 @@
  * dist/helper/skiff-helper; these tests fail, not skip, when it is missing).
  */
 import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run } from '../../../src/util/exec.js';
 import { Helper, helperPath } from '../../../src/util/helper.js';
@@ -118,5 +121,59 @@ describe('skiff-helper', () => {
       ac.abort();
     }, 100);
     await expect(p).rejects.toMatchObject({ kind: 'canceled' });
+  });
+
+  it('runs a script without #! with /bin/sh, as execvp does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skiff-helper-'));
+    try {
+      const script = join(dir, 'noshebang');
+      await writeFile(script, 'echo "ran with $# args: $1"\n');
+      await chmod(script, 0o755);
+      const res = await run(script, ['one']);
+      expect(res).toMatchObject({ code: 0, stdout: 'ran with 1 args: one\n' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses NUL bytes, which would cut an argument short', async () => {
+    await expect(run('printf', ['a\0b'])).rejects.toMatchObject({ kind: 'invalid-argument' });
+    await expect(helper().mount('x', '/tmp/a\0b', 'tmpfs', 0, '')).rejects.toMatchObject({
+      kind: 'invalid-argument',
+    });
+  });
+
+  it('passes a write far larger than one frame (the helper refuses frames over 64 MiB)', async () => {
+    const res = await run('wc', ['-c'], { input: Buffer.alloc(70 * 1024 * 1024, 66) });
+    expect(res.stdout.trim()).toBe(String(70 * 1024 * 1024));
+  });
+
+  it('names signals as Node does (SIGABRT, not its alias SIGIOT)', async () => {
+    const c = await helper().spawn('sh', ['-c', 'kill -ABRT $$'], {
+      env: PATH,
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    await expect(c.closed).resolves.toEqual({ code: null, signal: 'SIGABRT' });
+  });
+
+  it('fails calls in flight when the helper dies, leaves their children alone, and starts a new one', async () => {
+    const h = helper();
+    const c = await h.spawn('sleep', ['30'], { env: PATH, stdio: ['ignore', 'ignore', 'ignore'] });
+    const d = await h.spawn('sleep', ['30'], { env: PATH, stdio: ['ignore', 'read', 'read'] });
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(h.pid as number, 'SIGKILL');
+    try {
+      await expect(c.exited).rejects.toMatchObject({ kind: 'unavailable' });
+      await expect(d.closed).rejects.toMatchObject({ kind: 'unavailable' });
+      // The children were not the helper's to kill: they still run.
+      expect(() => process.kill(c.pid, 0)).not.toThrow();
+      expect(() => process.kill(d.pid, 0)).not.toThrow();
+    } finally {
+      process.kill(c.pid, 'SIGKILL');
+      process.kill(d.pid, 'SIGKILL');
+    }
+    const next = helper();
+    expect(next.pid).not.toBe(h.pid);
+    await expect(run('true', [])).resolves.toMatchObject({ code: 0 });
   });
 });
