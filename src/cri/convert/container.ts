@@ -43,6 +43,11 @@ export const eventTypes: Record<ContainerEvent['type'], ContainerEventType> = {
   deleted: ContainerEventType.CONTAINER_DELETED_EVENT,
 };
 
+/**
+ * A ListContainers entry. `image_ref` is the image id here, as containerd's list sends it: kubelet's image
+ * GC marks images in use by the containers' image_ref and compares with ListImages' ids (a repo digest
+ * would never match). ContainerStatus keeps the repo digest, which kubelet shows as the pod's imageID.
+ */
 export function toCriContainer(r: ContainerRecord): Container {
   const m = r.metadata;
   return {
@@ -50,7 +55,7 @@ export function toCriContainer(r: ContainerRecord): Container {
     podSandboxId: m.sandboxId,
     metadata: { name: m.config.name, attempt: m.config.attempt },
     image: imageSpecOf(r),
-    imageRef: m.imageRef,
+    imageRef: m.imageId,
     imageId: m.imageId,
     state: states[r.status.state],
     createdAt: BigInt(m.createdAt),
