@@ -77,7 +77,7 @@ describe('toCriContainer', () => {
       },
       // The image id, as containerd's list: what kubelet's image GC matches against ListImages.
       imageRef: IMAGE_ID,
-      imageId: IMAGE_ID,
+      imageId: '',
       state: CriState.CONTAINER_RUNNING,
       createdAt: 1_795_882_046_013_000_005n,
       labels: { app: 'test', 'io.kubernetes.pod.name': 'pod-5' },
@@ -88,6 +88,7 @@ describe('toCriContainer', () => {
   it('keeps the repo digest as image_ref in ContainerStatus (kubelet shows it as the imageID)', () => {
     const r = containerRecord(3);
     expect(toCriContainerStatus(r).imageRef).toBe(r.metadata.imageRef);
+    expect(toCriContainerStatus(r).imageId).toBe(IMAGE_ID);
   });
 
   it('sets user_specified_image only when the create request did (kubelet: the pod spec image)', () => {
