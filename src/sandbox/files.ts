@@ -11,7 +11,7 @@ import { mkdir, readFile, realpath, rmdir } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { SkiffError, messageOf } from '../errdefs.js';
-import { mountFs, mountsUnder, unmount } from '../snapshot/mount.js';
+import { mount, mountsUnder, unmount } from '../snapshot/mount.js';
 import { writeFilesAtomic } from '../util/atomic.js';
 
 /** A CRI `DNSConfig`: nameservers, search domains and resolver options (resolv.conf(5)). */
@@ -156,13 +156,11 @@ export async function mountShm(path: string, sizeBytes: number): Promise<void> {
   if ((await mountsUnder(real)).includes(real)) {
     throw new SkiffError('already-exists', `${what}: something is already mounted there`);
   }
-  await mountFs('tmpfs', 'shm', real, [
-    'nosuid',
-    'nodev',
-    'noexec',
-    'mode=1777',
-    `size=${String(sizeBytes)}`,
-  ]);
+  await mount(real, {
+    type: 'tmpfs',
+    source: 'shm',
+    options: ['nosuid', 'nodev', 'noexec', 'mode=1777', `size=${String(sizeBytes)}`],
+  });
 }
 
 /**

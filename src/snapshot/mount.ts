@@ -20,7 +20,8 @@ import { Helper } from '../util/helper.js';
 
 /** What to mount, in containerd's mount.Mount shape (type, source, options). */
 export interface Mount {
-  type: 'overlay' | 'bind';
+  /** A filesystem type, or `bind` for a bind mount (no filesystem type; `bind`/`rbind` in options). */
+  type: 'overlay' | 'bind' | 'tmpfs';
   source: string;
   options: string[];
 }
@@ -79,24 +80,22 @@ export async function mount(target: string, m: Mount): Promise<void> {
       `mount ${m.type} on ${target}: options are ${data.length} bytes, more than the kernel's ${MAX_MOUNT_DATA} (too many layers)`,
     );
   }
+  const what = `mount ${m.type} on ${target}`;
+  const fstype = m.type === 'bind' ? '' : m.type;
   const helper = Helper.shared();
   if (helper) {
-    await mountSyscall(helper, m.type === 'overlay' ? 'overlay' : '', m.source, target, options, cwd).catch(
-      (err: unknown) => {
-        throw mountError(`mount ${m.type} on ${target}`, err);
-      },
-    );
+    await mountSyscall(helper, fstype, m.source, target, options, cwd).catch((err: unknown) => {
+      throw mountError(what, err);
+    });
     return;
   }
-  const args =
-    m.type === 'overlay' ? ['-t', 'overlay', '-o', data, m.source, target] : ['-o', data, m.source, target];
+  const args = [...(fstype ? ['-t', fstype] : []), '-o', data, m.source, target];
   const res = await run('mount', args, {
     timeoutMs: MOUNT_TIMEOUT_MS,
     ...(cwd !== undefined ? { cwd } : {}),
   });
   if (res.code === 0) return;
   const tail = stderrTail(res.stderr);
-  const what = `mount ${m.type} on ${target}`;
   if (/permission denied|must be superuser|operation not permitted/i.test(tail)) {
     throw new SkiffError('permission-denied', `${what}: ${tail}: mounting needs root (CAP_SYS_ADMIN)`);
   }
@@ -260,35 +259,6 @@ async function mountSyscall(
     await helper.umount(target, MNT_DETACH).catch(() => undefined);
     throw err;
   }
-}
-
-/**
- * Mounts a filesystem (`fstype`, e.g. tmpfs) with mount(8)-style `options`; through the helper when it
- * runs, else `mount -t`. Errors as `mount`.
- */
-export async function mountFs(
-  fstype: string,
-  source: string,
-  target: string,
-  options: readonly string[],
-): Promise<void> {
-  const what = `mount ${fstype} on "${target}"`;
-  const helper = Helper.shared();
-  if (helper) {
-    await mountSyscall(helper, fstype, source, target, options).catch((err: unknown) => {
-      throw mountError(what, err);
-    });
-    return;
-  }
-  const res = await run('mount', ['-t', fstype, '-o', options.join(','), source, target], {
-    timeoutMs: MOUNT_TIMEOUT_MS,
-  });
-  if (res.code === 0) return;
-  const tail = stderrTail(res.stderr);
-  if (/permission denied|must be superuser|operation not permitted/i.test(tail)) {
-    throw new SkiffError('permission-denied', `${what}: ${tail}: mounting needs root (CAP_SYS_ADMIN)`);
-  }
-  throw new SkiffError('unknown', `${what}: mount exited with status ${String(res.code)}: ${tail}`);
 }
 
 /** A helper mount/umount failure as a SkiffError that names the errno and, where we know it, the cause. */

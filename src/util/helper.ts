@@ -290,16 +290,10 @@ export class Helper {
     // As child_process: a relative path is relative to our working directory (the helper's is /).
     if (file.includes('/')) file = resolvePath(file);
     const cwd = options.cwd === undefined || options.cwd === '' ? '' : resolvePath(options.cwd);
-    noNul(
-      `spawn ${file}`,
-      file,
-      cwd,
-      ...args,
-      ...Object.entries(options.env).map(([k, v]) => `${k}=${v ?? ''}`),
-    );
     const env = Object.entries(options.env)
       .filter((e): e is [string, string] => e[1] !== undefined)
       .map(([k, v]) => `${k}=${v}`);
+    noNul(`spawn ${file}`, file, cwd, ...args, ...env);
     const parts: Buffer[] = [];
     const u32 = (n: number): Buffer => {
       const b = Buffer.alloc(4);
@@ -320,7 +314,8 @@ export class Helper {
     for (const e of env) parts.push(str(e));
     const id = this.id();
     // The child object is made when STARTED is read (onFrame), before the DATA frames that may follow it.
-    const [pid, errno] = (await this.request(REQ_SPAWN, id, Buffer.concat(parts), 2)) as [number, number];
+    this.kinds.set(id, options.stdio);
+    const [pid = 0, errno = 0] = await this.request(REQ_SPAWN, id, Buffer.concat(parts));
     if (errno !== 0 || pid === 0) throw errnoError(errno, `spawn ${file}`);
     const child = this.started.get(id);
     this.started.delete(id);
@@ -342,7 +337,7 @@ export class Helper {
     head.writeUInt32LE(flags % 2 ** 32, 0);
     head.writeUInt32LE(Math.floor(flags / 2 ** 32), 4);
     const body = Buffer.concat([head, Buffer.from([source, target, fstype, data, cwd].join('\0') + '\0')]);
-    const [errno] = await this.request(REQ_MOUNT, this.id(), body, 1);
+    const [errno] = await this.request(REQ_MOUNT, this.id(), body);
     if (errno) throw errnoError(errno, `mount ${target}`);
   }
 
@@ -355,7 +350,6 @@ export class Helper {
       REQ_UMOUNT,
       this.id(),
       Buffer.concat([head, Buffer.from(`${target}\0`)]),
-      1,
     );
     if (errno) throw errnoError(errno, `umount ${target}`);
   }
@@ -370,13 +364,7 @@ export class Helper {
     head.writeUInt32LE(5 + body.length, 0);
     head.writeUInt8(type, 4);
     head.writeUInt32LE(id, 5);
-    this.proc.stdin.write(
-      Buffer.concat([head, body]),
-      flushed &&
-        (() => {
-          flushed();
-        }),
-    );
+    this.proc.stdin.write(Buffer.concat([head, body]), flushed);
   }
 
   /** @internal */
@@ -391,18 +379,16 @@ export class Helper {
     return id;
   }
 
-  private kinds = new Map<number, readonly FdKind[]>();
+  /** What each fd of a child being started is, until its STARTED arrives. */
+  private readonly kinds = new Map<number, readonly FdKind[]>();
 
-  private request(type: number, id: number, body: Buffer, ints: number): Promise<number[]> {
-    if (this.dead) return Promise.reject(new SkiffError('unavailable', 'skiff-helper is not running'));
-    if (type === REQ_SPAWN) this.kinds.set(id, decodeKinds(body));
+  private request(type: number, id: number, body: Buffer): Promise<number[]> {
+    if (this.dead) {
+      this.kinds.delete(id);
+      return Promise.reject(new SkiffError('unavailable', 'skiff-helper is not running'));
+    }
     return new Promise<number[]>((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (v) => {
-          resolve(v.slice(0, ints));
-        },
-        reject,
-      });
+      this.pending.set(id, { resolve, reject });
       this.send(type, id, body);
       this.busy();
     });
@@ -495,16 +481,6 @@ function noNul(what: string, ...values: string[]): void {
 
 function unrefStream(s: unknown): void {
   (s as { _handle?: { unref?: () => void } } | null)?._handle?.unref?.();
-}
-
-function decodeKinds(spawnBody: Buffer): FdKind[] {
-  const n = spawnBody.readUInt8(4);
-  const out: FdKind[] = [];
-  for (let i = 0; i < n; i++) {
-    const k = spawnBody.readUInt8(5 + i);
-    out.push(k === 0 ? 'ignore' : k === 1 ? 'write' : 'read');
-  }
-  return out;
 }
 
 // The first name per number (SIGABRT, not its alias SIGIOT), as Node reports signals.
